@@ -1,0 +1,213 @@
+"""The backend seam: the one module that knows NumPy from CuPy.
+
+Every array in scratchgen lives on the *active backend*: NumPy arrays on the CPU (the default) or CuPy
+arrays on an NVIDIA GPU. Choose it with the environment variable ``SCRATCHGEN_BACKEND=cupy``, with
+``scratchgen.set_backend("cupy")``, or for one block with ``with scratchgen.use_backend("cupy"): ...``.
+
+Other modules never import ``cupy``. They write array code against :data:`xp`, a stand-in that forwards
+every attribute to the active array module, so ``xp.exp(a)`` is ``numpy.exp(a)`` on the CPU and
+``cupy.exp(a)`` on the GPU. The few things that differ between the two libraries live here as small
+functions: moving arrays to and from the device, the random generator, scatter-add and sliding windows.
+
+This follows Chainer's ``get_array_module`` and needle's environment-variable backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy
+
+__all__ = [
+    "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of",
+    "manual_seed", "rng", "get_rng_state", "set_rng_state", "scatter_add", "sliding_window_view",
+    "synchronize", "BackendError", "DEFAULT_DTYPE",
+]
+
+DEFAULT_DTYPE = numpy.float32
+"""Floating-point type of new parameters and of tensors made from Python numbers."""
+
+_BACKENDS = ("numpy", "cupy")
+
+
+class BackendError(RuntimeError):
+    """Raised when a backend cannot be used, or when arrays from two devices meet."""
+
+
+class _State:
+    """The active backend: its name, array module, array type and random generator."""
+
+    name = "numpy"
+    module = numpy
+    array_type = numpy.ndarray
+    generator = numpy.random.default_rng(0)
+    seed = 0
+
+
+_state = _State()
+
+
+class _ActiveArrayModule:
+    """Forwards attribute access to the active array module: ``xp.zeros`` is ``numpy.zeros`` or ``cupy.zeros``."""
+
+    def __getattr__(self, attr):
+        return getattr(_state.module, attr)
+
+    def __repr__(self):
+        return f"<active array module: {_state.name}>"
+
+
+xp = _ActiveArrayModule()
+
+
+def _import_cupy():
+    """Import CuPy and check that a GPU answers, or explain what to install."""
+    try:
+        import cupy
+    except ImportError as err:
+        raise BackendError(
+            "The cupy backend needs CuPy, which is not installed. Install the prebuilt wheel that matches "
+            "your CUDA version: `pip install cupy-cuda12x` (or `pip install -e .[gpu]`) for CUDA 12, "
+            "`pip install cupy-cuda13x` for CUDA 13."
+        ) from err
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDA driver missing or broken
+        raise BackendError(f"CuPy is installed but no CUDA GPU could be used: {err}") from err
+    if count == 0:
+        raise BackendError("CuPy is installed but no CUDA GPU was found.")
+    return cupy
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` ("numpy" or "cupy") the active backend for arrays created from now on.
+
+    Tensors created before the switch keep their arrays; mixing them with new ones is an error that
+    names both devices. The random generator is re-seeded with the last seed given to
+    :func:`manual_seed` (0 by default), so a run is reproducible on each backend.
+
+    Raises:
+        ValueError: ``name`` is not a known backend.
+        BackendError: "cupy" was asked for without CuPy or without a GPU.
+    """
+    name = name.lower()
+    if name not in _BACKENDS:
+        raise ValueError(f"set_backend: unknown backend {name!r}; expected one of {_BACKENDS}")
+    if name == "numpy":
+        _state.module, _state.array_type = numpy, numpy.ndarray
+    else:
+        cupy = _import_cupy()
+        _state.module, _state.array_type = cupy, cupy.ndarray
+    _state.name = name
+    manual_seed(_state.seed)
+
+
+def get_backend() -> str:
+    """Name of the active backend: "numpy" or "cupy"."""
+    return _state.name
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Switch to backend ``name`` for the body of a ``with`` block, then switch back."""
+    previous = _state.name
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def is_array(obj) -> bool:
+    """True if ``obj`` is an array of the active backend."""
+    return isinstance(obj, _state.array_type)
+
+
+def device_of(array) -> str:
+    """Where an array lives, in words: "cpu (numpy)" or "gpu (cupy)"; for error messages."""
+    if isinstance(array, numpy.ndarray):
+        return "cpu (numpy)"
+    module = type(array).__module__.split(".")[0]
+    return "gpu (cupy)" if module == "cupy" else f"{type(array).__name__} (not an array)"
+
+
+def asarray(data, dtype=None):
+    """Copy or move ``data`` (a NumPy or CuPy array, list or number) onto the active backend."""
+    if _state.name == "numpy" and not isinstance(data, numpy.ndarray) and hasattr(data, "get"):
+        data = data.get()  # a CuPy array coming back to the host
+    return _state.module.asarray(data, dtype=dtype)
+
+
+def to_numpy(array) -> numpy.ndarray:
+    """Copy an array of either backend to a host NumPy array (a no-op for NumPy arrays)."""
+    if isinstance(array, numpy.ndarray):
+        return array
+    if hasattr(array, "get"):
+        return array.get()
+    return numpy.asarray(array)
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work to finish (for timing); nothing to wait for on NumPy."""
+    if _state.name == "cupy":
+        _state.module.cuda.get_current_stream().synchronize()
+
+
+# --------------------------------------------------------------------------------------------- random
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the random generator of the active backend (and remember the seed for a later switch).
+
+    Every random draw in scratchgen (initialisers, dropout, noise, sampling) comes from :func:`rng`,
+    so one call makes a run reproducible.
+    """
+    _state.seed = int(seed)
+    _state.generator = _state.module.random.default_rng(_state.seed)
+
+
+def rng():
+    """The active backend's random generator (a ``numpy.random.Generator`` or CuPy's equivalent)."""
+    return _state.generator
+
+
+def get_rng_state() -> dict:
+    """The generator's state as plain JSON-ready data, for checkpoints (NumPy backend only)."""
+    if _state.name != "numpy":
+        raise BackendError("get_rng_state: saving the random state is supported on the numpy backend only")
+    return _state.generator.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a state returned by :func:`get_rng_state`."""
+    if _state.name != "numpy":
+        raise BackendError("set_rng_state: restoring the random state is supported on the numpy backend only")
+    _state.generator.bit_generator.state = state
+
+
+# ------------------------------------------------------------------ functions that differ between libraries
+
+
+def scatter_add(target, indices, values) -> None:
+    """``target[indices] += values`` where repeated indices add up (NumPy's ``add.at``), in place."""
+    if _state.name == "numpy":
+        numpy.add.at(target, indices, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, indices, values)
+
+
+def sliding_window_view(array, window_shape, axis):
+    """A read-only strided view of every window of ``window_shape`` along ``axis`` (no copy)."""
+    return _state.module.lib.stride_tricks.sliding_window_view(array, window_shape, axis=axis)
+
+
+def _backend_from_environment() -> None:
+    name = os.environ.get("SCRATCHGEN_BACKEND", "numpy").strip() or "numpy"
+    if name.lower() != "numpy":
+        set_backend(name)
+
+
+_backend_from_environment()

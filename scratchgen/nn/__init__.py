@@ -1,0 +1,7 @@
+"""Neural-network layers (modules), their functional forms, losses and initialisers."""
+
+from scratchgen.nn import functional, init  # noqa: F401
+from scratchgen.nn.layers import (  # noqa: F401
+    Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh, Unflatten,
+)
+from scratchgen.nn.module import Module, ModuleList, Parameter, Sequential  # noqa: F401

@@ -1,0 +1,196 @@
+"""Module: the base of every layer and model, holding parameters and child modules.
+
+A module finds its parameters and children by looking at its own attributes, so a model is written as
+plain assignments in ``__init__`` and a ``forward``::
+
+    class MLP(Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden = Linear(784, 500)
+            self.out = Linear(500, 10)
+
+        def forward(self, x):
+            return self.out(self.hidden(x).relu())
+
+Names follow PyTorch (``named_parameters``, ``state_dict``, ``load_state_dict``, ``train``, ``eval``), and
+a state dict's keys and array layouts are PyTorch's, so weights carry over in both directions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from scratchgen import backend
+from scratchgen.tensor import Tensor
+
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList"]
+
+
+class Parameter(Tensor):
+    """A tensor that a module trains: a leaf with ``requires_grad=True``, found by ``parameters()``."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad: bool = True):
+        if isinstance(data, Tensor):
+            data = data.data
+        super().__init__(data, requires_grad=requires_grad)
+
+
+class Module:
+    """Base class of layers and models: parameters, buffers and child modules, found by attribute."""
+
+    def __init__(self):
+        self.training = True
+        self._buffers = []  # names of attributes that are buffers (state saved but not trained)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ what the module holds
+
+    def register_buffer(self, name: str, array) -> None:
+        """Keep ``array`` as state of the module (saved in ``state_dict``) that no optimiser trains,
+        such as batch norm's running mean. It is reachable as ``self.<name>``, a constant Tensor."""
+        if name not in self._buffers:
+            self._buffers.append(name)
+        setattr(self, name, Tensor(array))
+
+    def named_children(self):
+        """(name, module) for each direct child module, in the order they were assigned."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def children(self):
+        return (module for _, module in self.named_children())
+
+    def named_modules(self, prefix: str = ""):
+        """(dotted name, module) for this module and every module inside it."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (module for _, module in self.named_modules())
+
+    def named_parameters(self, prefix: str = ""):
+        """(dotted name, parameter) for every parameter, e.g. ``("encoder.0.weight", ...)``."""
+        for module_name, module in self.named_modules(prefix):
+            for name, value in vars(module).items():
+                if isinstance(value, Parameter):
+                    yield (f"{module_name}.{name}" if module_name else name), value
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        for module_name, module in self.named_modules():
+            for name in module._buffers:
+                yield (f"{module_name}.{name}" if module_name else name), getattr(module, name)
+
+    def num_parameters(self) -> int:
+        """Total number of trainable numbers."""
+        return sum(p.size for p in self.parameters())
+
+    # ------------------------------------------------------------------ modes
+
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode (dropout active, batch norm on batch statistics) for this module and its children."""
+        for module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode: dropout off, batch norm on its running statistics."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    # ------------------------------------------------------------------ saving and loading
+
+    def state_dict(self) -> "OrderedDict[str, object]":
+        """Parameters and buffers by dotted name, as arrays of the active backend (not copies)."""
+        state = OrderedDict((name, p.data) for name, p in self.named_parameters())
+        state.update((name, b.data) for name, b in self.named_buffers())
+        return state
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays (NumPy or CuPy) into this module's parameters and buffers, checking names and shapes.
+
+        Raises:
+            KeyError: with ``strict``, names missing from ``state`` or not in the module.
+            ValueError: an array's shape differs from the parameter's.
+        """
+        targets = dict(self.named_parameters())
+        targets.update(self.named_buffers())
+        if strict:
+            missing = sorted(set(targets) - set(state))
+            unexpected = sorted(set(state) - set(targets))
+            if missing or unexpected:
+                raise KeyError(
+                    f"load_state_dict into {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
+                )
+        for name, value in state.items():
+            if name not in targets:
+                continue
+            target = targets[name]
+            if tuple(value.shape) != target.shape:
+                raise ValueError(
+                    f"load_state_dict into {type(self).__name__}: {name} has shape {tuple(value.shape)} "
+                    f"in the state dict but {target.shape} in the model"
+                )
+            target.data = backend.asarray(value, dtype=target.dtype).copy()
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        children = list(self.named_children())
+        for name, child in children:
+            text = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {text}")
+        return lines[0] + ")" if not children else "\n".join(lines) + "\n)"
+
+    def extra_repr(self) -> str:
+        """The layer's settings, shown by ``repr``; layers override it."""
+        return ""
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are found, named "0", "1", ... as in PyTorch."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        self._list = list(modules)
+
+    def named_children(self):
+        for i, module in enumerate(self._list):
+            yield str(i), module
+
+    def append(self, module: Module) -> None:
+        self._list.append(module)
+
+    def __getitem__(self, i):
+        return self._list[i]
+
+    def __len__(self) -> int:
+        return len(self._list)
+
+    def __iter__(self):
+        return iter(self._list)
+
+
+class Sequential(ModuleList):
+    """Modules applied one after another: ``Sequential(Linear(784, 10), ReLU())(x)``."""
+
+    def __init__(self, *modules: Module):
+        super().__init__(modules)
+
+    def forward(self, x):
+        for module in self._list:
+            x = module(x)
+        return x

@@ -1,0 +1,70 @@
+"""Matrix products: ``a @ b`` (batched, with broadcasting of the batch axes) and the fused ``linear``.
+
+For C = A·B, dL/dA = dL/dC · Bᵀ and dL/dB = Aᵀ · dL/dC. A 1-D operand is treated as a row (left) or
+column (right) vector, as NumPy does, and its axis is removed again from the gradient.
+"""
+
+from __future__ import annotations
+
+from scratchgen.autograd import Function
+
+
+class MatMul(Function):
+    """d(A·B) = dA·B + A·dB, so grad_A = G·Bᵀ and grad_B = Aᵀ·G (batch axes summed by the engine)."""
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul needs arrays of at least one dimension; use * for scalars")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(
+                f"inner dimensions differ: {a.shape[-1]} (last axis of the left operand) and "
+                f"{b.shape[-2 if b.ndim > 1 else 0]} (first matrix axis of the right operand)"
+            )
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, grad):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a  # (k,) -> (1, k)
+        b2 = b[:, None] if b.ndim == 1 else b  # (k,) -> (k, 1)
+        g = grad
+        if a.ndim == 1:
+            g = g[..., None, :]
+        if b.ndim == 1:
+            g = g[..., None]
+        need_a, need_b = self.needs_input_grad
+        grad_a = g @ b2.swapaxes(-1, -2) if need_a else None
+        grad_b = a2.swapaxes(-1, -2) @ g if need_b else None
+        # The engine sums the broadcast batch axes; a 1-D operand's added axis has size 1 and is dropped
+        # by the engine's reshape to the input's shape.
+        return grad_a, grad_b
+
+
+class Linear(Function):
+    """y = x·Wᵀ + b with W of shape (out, in): grad_x = G·W, grad_W = Gᵀ·x, grad_b = Σ_rows G.
+
+    One op instead of matmul, transpose and add: fewer graph nodes, and no gradient is computed for an
+    input that does not need one (the data fed to the first layer).
+    """
+
+    def forward(self, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(
+                f"input has {x.shape[-1]} features in its last axis but the weight {weight.shape} "
+                f"expects {weight.shape[1]}"
+            )
+        self.x, self.weight = x, weight
+        out = x @ weight.T
+        if bias is not None:
+            out += bias
+        return out
+
+    def backward(self, grad):
+        need_x, need_w = self.needs_input_grad[:2]
+        x2 = self.x.reshape(-1, self.x.shape[-1])
+        g2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad @ self.weight if need_x else None
+        grad_w = g2.T @ x2 if need_w else None
+        if len(self.needs_input_grad) == 3:
+            return grad_x, grad_w, (g2.sum(axis=0) if self.needs_input_grad[2] else None)
+        return grad_x, grad_w
