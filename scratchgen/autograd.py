@@ -103,6 +103,8 @@ class Function:
         except ValueError as err:
             shapes = " and ".join(str(tuple(a.shape)) for a in arrays)
             raise ValueError(f"{cls.name()}: invalid input shapes {shapes}: {err}") from None
+        if not backend.is_array(out):
+            out = backend.xp.asarray(out)  # NumPy returns scalars, not 0-d arrays, from 0-d inputs
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
             fn.inputs = inputs
@@ -195,6 +197,8 @@ def backward(root, grad=None) -> None:
         g = grads.pop(id(node), None)
         if g is None:
             continue
+        if not backend.is_array(g):
+            g = backend.xp.asarray(g)  # NumPy turns 0-d results into scalars; keep arrays throughout
         fn = node._creator
         if fn is None:  # a leaf: accumulate, as PyTorch does, until zero_grad
             node.grad = g if node.grad is None else node.grad + g

@@ -62,7 +62,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         True when every checked input passes.
 
     Raises:
-        GradcheckError: names the input, the worst element, the analytic and the numeric value.
+        GradcheckError: names the input, the worst element, the analytic and the numeric value (both are
+            entries of the gradient of Σ v ⊙ f, for the fixed random direction v).
         TypeError: a checked input is not float64, or no input requires a gradient.
     """
     inputs = list(inputs)
@@ -104,7 +105,7 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         error = numpy.abs(analytic - numeric)
         excess = error - (atol + rtol * numpy.abs(numeric))
         if excess.size and excess.max() > 0:
-            worst = numpy.unravel_index(int(excess.argmax()), x.shape)
+            worst = tuple(int(k) for k in numpy.unravel_index(int(excess.argmax()), x.shape))
             name = f" ({x.name})" if x.name else ""
             raise GradcheckError(
                 f"gradcheck: the gradient of input {i}{name}, shape {x.shape}, is wrong: at element {worst} "

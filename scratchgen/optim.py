@@ -58,7 +58,10 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        """{"hyperparameters": {...}, "state": {"0": {"exp_avg": array, "step": 3, ...}, ...}}."""
+        """{"hyperparameters": {...}, "state": {"0": {"exp_avg": array, "step": 3, ...}, ...}}.
+
+        The arrays are the live state, not copies (as in PyTorch): save or deep-copy them before stepping on.
+        """
         return {
             "hyperparameters": {name: getattr(self, name) for name in self.hyperparameters},
             "state": {str(i): dict(s) for i, s in enumerate(self.state) if s},

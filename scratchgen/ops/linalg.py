@@ -28,15 +28,18 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a  # (k,) -> (1, k)
         b2 = b[:, None] if b.ndim == 1 else b  # (k,) -> (k, 1)
         g = grad
+        if b.ndim == 1:
+            g = g[..., None]  # first, so that a vector·vector product's 0-d gradient becomes (1, 1)
         if a.ndim == 1:
             g = g[..., None, :]
-        if b.ndim == 1:
-            g = g[..., None]
         need_a, need_b = self.needs_input_grad
         grad_a = g @ b2.swapaxes(-1, -2) if need_a else None
         grad_b = a2.swapaxes(-1, -2) @ g if need_b else None
-        # The engine sums the broadcast batch axes; a 1-D operand's added axis has size 1 and is dropped
-        # by the engine's reshape to the input's shape.
+        # Drop the axis added to a 1-D operand; the engine then sums the broadcast batch axes.
+        if need_a and a.ndim == 1:
+            grad_a = grad_a[..., 0, :]
+        if need_b and b.ndim == 1:
+            grad_b = grad_b[..., 0]
         return grad_a, grad_b
 
 

@@ -1,0 +1,45 @@
+"""Shared fixtures: the ``backend`` fixture runs a test on NumPy and, where a GPU is present, on CuPy."""
+
+import numpy as np
+import pytest
+
+import scratchgen as sg
+
+
+def _cupy_unavailable_reason():
+    try:
+        with sg.use_backend("cupy"):
+            pass
+    except sg.backend.BackendError as err:
+        return str(err)
+    return None
+
+
+_CUPY_SKIP = _cupy_unavailable_reason()
+
+
+@pytest.fixture(params=["numpy", "cupy"])
+def backend(request):
+    """Run the test once per backend; the CuPy run is skipped, with the reason, where no GPU is present."""
+    if request.param == "cupy" and _CUPY_SKIP:
+        pytest.skip(f"no usable GPU for the cupy backend: {_CUPY_SKIP}")
+    with sg.use_backend(request.param):
+        sg.manual_seed(0)
+        yield request.param
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Each test starts from the same random state."""
+    sg.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def t64(array, requires_grad=True):
+    """A float64 tensor on the active backend, for gradcheck."""
+    return sg.tensor(np.asarray(array, dtype=np.float64), requires_grad=requires_grad)
