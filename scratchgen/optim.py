@@ -138,15 +138,20 @@ class Adam(Optimizer):
             state["exp_avg_sq"] = backend.xp.zeros_like(param.data)
         state["step"] += 1
         m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+        xp = backend.xp
+        # One scratch array serves every intermediate, in place: far fewer allocations than the
+        # one-line formula, which matters when the parameters are large and the model is small.
+        scratch = xp.multiply(grad, 1 - beta1)
         m *= beta1
-        m += (1 - beta1) * grad
+        m += scratch  # m ← β1·m + (1-β1)·g
+        xp.multiply(grad, grad, out=scratch)
+        scratch *= 1 - beta2
         v *= beta2
-        v += (1 - beta2) * (grad * grad)
-        # The bias corrections folded into two scalars, as PyTorch does, to save passes over the arrays.
-        step_size = self.lr / (1 - beta1**t)
-        denom = backend.xp.sqrt(v)
-        denom *= 1 / math.sqrt(1 - beta2**t)
-        denom += self.eps
-        update = m / denom
-        update *= step_size
-        param.data -= update
+        v += scratch  # v ← β2·v + (1-β2)·g²
+        # The bias corrections folded into two scalars, as PyTorch does: θ ← θ - lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + ε)
+        xp.sqrt(v, out=scratch)
+        scratch *= 1 / math.sqrt(1 - beta2**t)
+        scratch += self.eps
+        xp.divide(m, scratch, out=scratch)
+        scratch *= self.lr / (1 - beta1**t)
+        param.data -= scratch

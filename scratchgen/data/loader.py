@@ -1,0 +1,143 @@
+"""DataLoader: minibatches of arrays as tensors, shuffled reproducibly, resumable mid-epoch.
+
+Training with stochastic gradients visits the data in minibatches, in a new random order each epoch.
+:class:`DataLoader` does that for arrays held in memory (MNIST and the toy sets fit easily)::
+
+    images, labels = load_mnist()
+    loader = DataLoader(to_float(images).reshape(-1, 784), labels, batch_size=128, shuffle=True, seed=0)
+    for epoch in range(10):
+        for x, y in loader:          # x: (128, 784) float32 Tensor, y: (128,) int64 Tensor
+            ...
+
+The name and arguments follow PyTorch's ``torch.utils.data.DataLoader`` over a ``TensorDataset``.
+
+Reproducibility. The order comes from the loader's own ``numpy.random.Generator`` seeded with
+``seed``, not from the global one, so initialising a model or drawing noise never changes which batches
+come next. Each epoch draws one permutation from it, so two loaders with the same seed give the same
+batches, and each epoch a different order. The permutation is drawn on the host whatever the backend,
+so the NumPy and CuPy backends see identical batches.
+
+Resuming. :meth:`DataLoader.state_dict` records the generator's state at the start of the current
+epoch and how many of its batches were handed out; :meth:`DataLoader.load_state_dict` restores both,
+and the next iteration redraws that epoch's permutation and continues after the last batch handed out.
+A run checkpointed and resumed thus sees exactly the batches of a run that was never interrupted,
+provided it counts epochs with ``loader.epoch`` (epochs completed)::
+
+    loader.load_state_dict(checkpoint["loader"])      # saved with loader.state_dict(), JSON-ready
+    while loader.epoch < epochs:
+        for x, y in loader:                           # the first pass finishes the interrupted epoch
+            ...
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy
+
+from scratchgen import backend
+from scratchgen.tensor import Tensor
+
+__all__ = ["DataLoader"]
+
+
+class DataLoader:
+    """Iterate over minibatches of equally long arrays, as tuples of Tensors on the active backend.
+
+    Args:
+        *arrays: one or more arrays (NumPy, or anything ``numpy.asarray`` takes) with the same first
+            dimension N; batch ``i`` holds the same rows of each.
+        batch_size: rows per batch.
+        shuffle: visit the rows in a new random order each epoch (else in order 0..N-1).
+        seed: seed of the loader's own random generator.
+        drop_last: drop the last batch if it has fewer than ``batch_size`` rows.
+        device: copy the arrays to the active backend once, here, so that batches are cut on the GPU
+            instead of being copied over one by one (faster with CuPy, if the data fit in GPU memory).
+
+    Yields:
+        A tuple with one Tensor per array, of shape ``(B, *array.shape[1:])`` and the array's dtype,
+        not requiring grad (a tuple even for one array: ``for (x,) in loader``).
+
+    One loader serves one loop at a time: two simultaneous iterations would share its position.
+    """
+
+    def __init__(self, *arrays, batch_size: int = 64, shuffle: bool = False, seed: int = 0,
+                 drop_last: bool = False, device: bool = False):
+        if not arrays:
+            raise ValueError("DataLoader: give at least one array")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, numpy.integer)) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        arrays = [a.data if isinstance(a, Tensor) else a for a in arrays]
+        arrays = [backend.asarray(a) if device else numpy.asarray(backend.to_numpy(a)) for a in arrays]
+        lengths = [a.shape[0] if a.ndim else None for a in arrays]
+        if None in lengths or len(set(lengths)) != 1:
+            shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+            raise ValueError(f"DataLoader: all arrays need the same first dimension, got shapes {shapes}")
+        self.arrays = arrays
+        self.num_samples = lengths[0]
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.device = device
+        self._generator = numpy.random.default_rng(seed)
+        self.epoch = 0  # epochs completed
+        self._epoch_start_state = self._generator.bit_generator.state  # before this epoch's permutation
+        self._batches_done = 0  # batches of the current epoch handed out
+        self._resume = False  # the next iteration continues the current epoch (after load_state_dict)
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self):
+        if self._resume:
+            self._generator.bit_generator.state = self._epoch_start_state
+            self._resume = False
+        else:  # a new epoch (a loop left early by `break` is abandoned, as in PyTorch)
+            self._epoch_start_state = self._generator.bit_generator.state
+            self._batches_done = 0
+        order = self._generator.permutation(self.num_samples) if self.shuffle else numpy.arange(self.num_samples)
+        if self.device:
+            order = backend.asarray(order)
+
+        for i in range(self._batches_done, len(self)):
+            # Indexing with an index array copies the rows, so changing a batch never changes the data.
+            rows = order[i * self.batch_size:(i + 1) * self.batch_size]
+            batch = tuple(Tensor(backend.asarray(a[rows])) for a in self.arrays)
+            self._batches_done = i + 1  # counted before the yield: a checkpoint in the loop body includes it
+            yield batch
+
+        self.epoch += 1
+        self._epoch_start_state = self._generator.bit_generator.state
+        self._batches_done = 0
+
+    def state_dict(self) -> dict:
+        """Where the loader stands, as JSON-ready data: enough to resume bit for bit.
+
+        Returns:
+            ``{"epoch": epochs completed, "batch": batches of the current epoch handed out,
+            "generator": the numpy bit-generator state at the start of the current epoch}``.
+        """
+        return {"epoch": self.epoch, "batch": self._batches_done,
+                "generator": copy.deepcopy(self._epoch_start_state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`; the next iteration continues from there.
+
+        Raises:
+            ValueError: the state has a batch position beyond this loader's number of batches.
+        """
+        if not 0 <= state["batch"] <= len(self):
+            raise ValueError(f"DataLoader.load_state_dict: batch position {state['batch']} is outside this "
+                             f"loader's 0..{len(self)} batches per epoch (different data or batch_size?)")
+        self.epoch = int(state["epoch"])
+        self._batches_done = int(state["batch"])
+        self._epoch_start_state = copy.deepcopy(state["generator"])  # the caller's dict stays theirs
+        self._resume = True
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in self.arrays)
+        return (f"DataLoader({shapes}; batch_size={self.batch_size}, shuffle={self.shuffle}, seed={self.seed}, "
+                f"drop_last={self.drop_last}, {len(self)} batches)")

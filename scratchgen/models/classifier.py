@@ -1,0 +1,106 @@
+"""Digit classifiers: the first networks a student trains, and the judge of the GAN's samples.
+
+``MLPClassifier`` is the multilayer perceptron of the foundation issue (784-256-10 by default, ReLU). The
+GAN's metrics (class coverage, Inception Score, Fréchet distance) use a classifier's predicted
+probabilities and its penultimate features, so both models expose ``features(x)`` as well as logits.
+"""
+
+from __future__ import annotations
+
+from scratchgen import nn
+
+__all__ = ["MLPClassifier", "train_classifier", "predict_proba", "accuracy"]
+
+
+class MLPClassifier(nn.Module):
+    """x (N, 1, 28, 28) or (N, 784) -> logits (N, classes) through hidden ReLU layers.
+
+    Args:
+        in_features: inputs per example (784 for MNIST).
+        hidden: sizes of the hidden layers.
+        classes: number of classes.
+        dropout: dropout probability after each hidden layer (0 for none).
+    """
+
+    def __init__(self, in_features: int = 784, hidden=(256,), classes: int = 10, dropout: float = 0.0):
+        super().__init__()
+        layers, width = [nn.Flatten()], in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, classes)
+
+    def features(self, x):
+        """The last hidden layer's activations, (N, hidden[-1])."""
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def train_classifier(model: nn.Module, images, labels, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+                     seed: int = 0, on_epoch=None) -> nn.Module:
+    """Fit ``model`` by Adam on cross-entropy; the loop every classifier here is trained with.
+
+    Args:
+        model: maps float images (N, 1, 28, 28) in [0, 1] to logits (N, classes).
+        images: host array (N, 28, 28) or (N, 1, 28, 28), uint8 (scaled to [0, 1] here) or float.
+        labels: host integer array (N,).
+        on_epoch: optional callback ``on_epoch(epoch, mean_train_loss)``.
+
+    Returns:
+        The trained model, in eval mode.
+    """
+    from scratchgen import optim
+    from scratchgen.data import DataLoader
+    from scratchgen.nn import functional as F
+
+    loader = DataLoader(_as_float_images(images), labels, batch_size=batch_size, shuffle=True, seed=seed)
+    opt = optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for epoch in range(1, epochs + 1):
+        total = 0.0
+        for x, y in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(x)
+        if on_epoch is not None:
+            on_epoch(epoch, total / len(labels))
+    return model.eval()
+
+
+def predict_proba(model: nn.Module, images, batch_size: int = 500):
+    """Class probabilities (N, classes) as a host array, in eval mode and without recording a graph."""
+    import numpy
+
+    from scratchgen.autograd import no_grad
+    from scratchgen.data import DataLoader
+    from scratchgen.nn import functional as F
+
+    model.eval()
+    rows = []
+    with no_grad():
+        for (x,) in DataLoader(_as_float_images(images), batch_size=batch_size):
+            rows.append(F.softmax(model(x), axis=1).numpy())
+    return numpy.concatenate(rows)
+
+
+def accuracy(model: nn.Module, images, labels) -> float:
+    """Share of ``images`` whose most probable class is the label."""
+    return float((predict_proba(model, images).argmax(axis=1) == labels).mean())
+
+
+def _as_float_images(images):
+    """(N, 28, 28) uint8 or float -> (N, 1, 28, 28) float32 in [0, 1]."""
+    import numpy
+
+    images = numpy.asarray(images)
+    if images.dtype == numpy.uint8:
+        images = images.astype(numpy.float32) / 255
+    images = images.astype(numpy.float32, copy=False)
+    return images[:, None] if images.ndim == 3 else images
