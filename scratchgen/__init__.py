@@ -6,7 +6,10 @@ The layers of the library, each built only on those above it:
 * :mod:`scratchgen.tensor`, :mod:`scratchgen.autograd`, :mod:`scratchgen.ops`: tensors, the reverse-mode
   engine and the differentiable ops; :mod:`scratchgen.gradcheck` to test them;
 * :mod:`scratchgen.nn` and :mod:`scratchgen.optim`: layers, losses, initialisers and optimisers;
-* :mod:`scratchgen.data`: the embedded MNIST subset, downloads, toy distributions, a data loader.
+* :mod:`scratchgen.data`: the embedded MNIST subset, downloads, toy distributions, a data loader;
+* :mod:`scratchgen.checkpoint` (:func:`save`, :func:`load`), :mod:`scratchgen.train` (progress bar,
+  history, early stopping), :mod:`scratchgen.plot` (pictures, with Matplotlib) and
+  :mod:`scratchgen.experiment` (the demos' shared command line): the harness around training.
 """
 
 from scratchgen import backend
@@ -16,6 +19,8 @@ from scratchgen.gradcheck import GradcheckError, gradcheck
 from scratchgen.ops import concatenate, stack, where
 from scratchgen.tensor import Tensor, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from scratchgen import nn, optim  # noqa: E402  (they build on the names above)
+from scratchgen import data  # noqa: E402
+from scratchgen.checkpoint import CheckpointError, load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -23,5 +28,5 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "randn", "rand", "zeros_like", "ones_like",
     "concatenate", "stack", "where", "no_grad", "enable_grad", "is_grad_enabled",
     "gradcheck", "GradcheckError", "set_backend", "get_backend", "use_backend", "manual_seed",
-    "backend", "nn", "optim",
+    "backend", "nn", "optim", "data", "save", "load", "CheckpointError",
 ]

@@ -1,0 +1,32 @@
+"""The first demo end to end: it trains, writes its pictures and metrics, prints JSON last, and resumes."""
+
+import json
+import runpy
+from pathlib import Path
+
+
+DEMO = Path(__file__).resolve().parents[1] / "demos" / "classify_mnist.py"
+
+
+def run_demo(args, capsys):
+    demo = runpy.run_path(str(DEMO))  # the module's globals, without running its __main__ block
+    report = demo["main"](args)
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    return report, json.loads(last_line)
+
+
+def test_classify_demo_writes_pictures_and_metrics(tmp_path, capsys):
+    report, printed = run_demo(["--epochs", "2", "--out", str(tmp_path), "--quiet"], capsys)
+    assert printed == report["final"] and printed["test_accuracy"] > 0.85
+    for name in ("learning_curve.png", "predictions.png", "metrics.json", "checkpoint.npz"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["epoch"] for r in saved["history"]] == [1, 2]
+    assert saved["args"]["epochs"] == 2 and saved["backend"] == "numpy" and saved["wall_time_s"] > 0
+
+
+def test_classify_demo_resumes_exactly(tmp_path, capsys):
+    straight, _ = run_demo(["--epochs", "2", "--out", str(tmp_path / "a"), "--quiet"], capsys)
+    run_demo(["--epochs", "1", "--out", str(tmp_path / "b"), "--quiet"], capsys)
+    resumed, _ = run_demo(["--epochs", "2", "--out", str(tmp_path / "b"), "--quiet", "--resume"], capsys)
+    assert resumed["history"] == straight["history"]  # same losses and accuracies, bit for bit

@@ -1,0 +1,191 @@
+"""Pictures: each function writes a valid PNG atomically; image conversion and tiling are right."""
+
+import os
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+import scratchgen as sg
+from scratchgen import plot
+from scratchgen.data import ring8_mixture
+from scratchgen.train import History
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path, min_size=(100, 100)):
+    """A PNG file, at least min_size (height, width) pixels, and nothing else left in its folder."""
+    with open(path, "rb") as file:
+        assert file.read(8) == PNG_MAGIC
+    pixels = imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] >= min_size[0] and pixels.shape[1] >= min_size[1], pixels.shape
+    assert pixels.std() > 0, "a blank picture"
+    assert [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".tmp")] == []
+    return pixels
+
+
+def _digits(n=16, seed=0):
+    return np.random.default_rng(seed).random((n, 28, 28), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- converting and tiling
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x,
+    lambda x: x[:, None],
+    lambda x: x.reshape(len(x), -1),
+    lambda x: sg.tensor(x[:, None]),
+])
+def test_images_of_every_layout_become_n_h_w(make):
+    x = _digits(5)
+    np.testing.assert_array_equal(plot._as_images(make(x), (0.0, 1.0), "test"), x)
+
+
+def test_value_range_maps_to_black_and_white_and_clips():
+    x = np.array([[[-1.0, 0.0, 1.0, 3.0]]], np.float32)
+    np.testing.assert_allclose(plot._as_images(x, (-1.0, 1.0), "test"), [[[0.0, 0.5, 1.0, 1.0]]])
+
+
+def test_colour_images_become_channels_last():
+    x = np.random.default_rng(0).random((2, 3, 4, 5))
+    assert plot._as_images(x, (0, 1), "test").shape == (2, 4, 5, 3)
+
+
+def test_bad_image_shape_is_named():
+    with pytest.raises(ValueError, match=r"image_grid: images of shape \(4, 10\)"):
+        plot.image_grid(np.zeros((4, 10)), "unused.png")
+
+
+def test_tile_places_images_row_by_row():
+    images = np.stack([np.full((2, 3), i, np.float32) for i in range(5)])
+    canvas = plot._tile(images, nrow=2, pad=1)
+    assert canvas.shape == (3 * 3 + 1, 2 * 4 + 1)
+    for i in range(5):
+        r, c = divmod(i, 2)
+        np.testing.assert_array_equal(canvas[1 + 3 * r:3 + 3 * r, 1 + 4 * c:4 + 4 * c], i)
+    assert canvas[0, 0] == 0.5 and canvas[7, 5] == 0.5  # padding, and the empty sixth slot
+
+
+# ------------------------------------------------------------------------------- each picture
+
+
+def test_image_grid(tmp_path):
+    path = plot.image_grid(sg.tensor(_digits() * 2 - 1), tmp_path / "grid.png", nrow=8, title="samples",
+                           value_range=(-1, 1))
+    assert path == str(tmp_path / "grid.png")
+    pixels = _assert_png(path)
+    assert pixels.shape[1] > 2 * pixels.shape[0] * 0.8  # 8 per row, 2 rows: wider than tall
+
+
+def test_reconstructions(tmp_path):
+    x = _digits(9)
+    _assert_png(plot.reconstructions(x, x.reshape(9, 784) * 0.5, tmp_path / "recon.png"))
+    with pytest.raises(ValueError, match="differ in shape"):
+        plot.reconstructions(x, x[:4], tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("as_input", ["history", "records", "columns"])
+def test_loss_curves(tmp_path, as_input):
+    history = History()
+    for epoch in range(1, 6):
+        history.log(epoch, loss=1 / epoch, **({"val_loss": 2 / epoch} if epoch % 2 else {}))
+    given = {"history": history, "records": history.records, "columns": history.as_dict()}[as_input]
+    _assert_png(plot.loss_curves(given, tmp_path / "loss.png", logy=True))
+    assert plot._curves(given) == {"loss": ([1, 2, 3, 4, 5], [1, 0.5, 1 / 3, 0.25, 0.2]),
+                                   "val_loss": ([1, 3, 5], [2.0, 2 / 3, 0.4])}
+    with pytest.raises(KeyError, match="kl"):
+        plot.loss_curves(given, tmp_path / "x.png", keys=["kl"])
+
+
+def test_loss_curves_of_plain_lists(tmp_path):
+    _assert_png(plot.loss_curves({"d_loss": [1.0, 0.8, 0.9], "g_loss": [2.0, 1.5]}, tmp_path / "gan.png"))
+
+
+def test_scatter_over_density_with_a_function_or_a_grid(tmp_path):
+    mixture = ring8_mixture()
+    samples = mixture.sample(300, rng=np.random.default_rng(0))
+    _assert_png(plot.scatter_over_density(samples, tmp_path / "ring.png", mixture.log_prob, bounds=(-1.5, 1.5)))
+    grid = np.zeros((50, 50))
+    _assert_png(plot.scatter_over_density(sg.tensor(samples), tmp_path / "flat.png", grid, bounds=(-1.5, 1.5),
+                                          title="samples"))
+    _assert_png(plot.scatter_over_density(samples, tmp_path / "dots.png"))
+
+
+def test_density_grid_evaluates_the_function_on_the_right_points():
+    seen = {}
+
+    def log_density(points):
+        seen["dtype"] = points.dtype
+        return sg.tensor(points[:, 0] + 10 * points[:, 1])  # a Tensor is fine too
+
+    grid = plot._density_grid(log_density, ((0, 1), (2, 3)), 3)
+    assert seen["dtype"] == np.float32
+    np.testing.assert_allclose(np.log(grid[0]), [20, 20.5, 21], rtol=1e-6)  # bottom row: y = 2
+    np.testing.assert_allclose(np.log(grid[:, 0]), [20, 25, 30], rtol=1e-6)  # left column: x = 0
+
+
+def test_density_comparison(tmp_path):
+    mixture = ring8_mixture(std=0.1)
+
+    def learned(points):  # a standard normal
+        return -0.5 * (points ** 2).sum(axis=1) - np.log(2 * np.pi)
+
+    _assert_png(plot.density_comparison(mixture.log_prob, learned, tmp_path / "compare.png", bounds=(-2, 2),
+                                        samples=mixture.sample(100, rng=np.random.default_rng(1))))
+
+
+@pytest.mark.parametrize("dims", [2, 5])
+def test_latent_scatter(tmp_path, dims):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 200)
+    codes = rng.standard_normal((200, dims)) + labels[:, None]
+    _assert_png(plot.latent_scatter(codes, labels, tmp_path / "latent.png"))
+    _assert_png(plot.latent_scatter(sg.tensor(codes), None, tmp_path / "unlabelled.png"))
+
+
+def test_latent_scatter_needs_two_dimensions(tmp_path):
+    with pytest.raises(ValueError, match=r"\(10, 1\)"):
+        plot.latent_scatter(np.zeros((10, 1)), None, tmp_path / "x.png")
+
+
+def test_manifold_decodes_a_grid_laid_out_like_a_scatter_plot(tmp_path):
+    calls = []
+
+    def decoder(z):
+        calls.append(z)
+        return sg.tensor(np.repeat((z[:, :1] + 2) / 4, 28 * 28, axis=1))  # (25, 784), brightness from z1
+
+    _assert_png(plot.manifold(decoder, tmp_path / "manifold.png", grid=5, bounds=(-2, 2)))
+    z = calls[0]
+    assert z.shape == (25, 2) and z.dtype == np.float32
+    np.testing.assert_allclose(z[:5, 0], [-2, -1, 0, 1, 2])  # z1 increases along a row
+    np.testing.assert_allclose(z[::5, 1], [2, 1, 0, -1, -2])  # z2 decreases down the picture
+
+
+def test_callbacks_run_without_recording_a_graph(tmp_path):
+    w = sg.tensor(np.ones((2, 784), np.float32), requires_grad=True)
+    recorded = []
+    plot.manifold(lambda z: recorded.append((sg.tensor(z) @ w).requires_grad) or (sg.tensor(z) @ w).sigmoid(),
+                  tmp_path / "m.png", grid=3)
+    assert recorded == [False]
+
+
+def test_interpolation_strip(tmp_path):
+    rows = [_digits(7, seed=i) for i in range(3)]
+    pixels = _assert_png(plot.interpolation_strip(rows, tmp_path / "interp.png"))
+    assert pixels.shape[1] > 2 * pixels.shape[0]
+    _assert_png(plot.interpolation_strip(np.stack(rows)[:, :, None], tmp_path / "interp4d.png"))
+
+
+def test_samples_over_training(tmp_path):
+    snapshots = [(epoch, sg.tensor(_digits(8, seed=epoch) * 2 - 1)) for epoch in (1, 5, 10)]
+    pixels = _assert_png(plot.samples_over_training(snapshots, tmp_path / "gan.png", value_range=(-1, 1)))
+    assert pixels.shape[1] > pixels.shape[0]
+
+
+def test_suffix_picks_the_format(tmp_path):
+    path = plot.image_grid(_digits(4), tmp_path / "grid.pdf")
+    with open(path, "rb") as file:
+        assert file.read(5) == b"%PDF-"
