@@ -22,7 +22,7 @@ import numpy
 __all__ = [
     "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of",
     "manual_seed", "rng", "get_rng_state", "set_rng_state", "scatter_add", "sliding_window_view",
-    "synchronize", "BackendError", "DEFAULT_DTYPE",
+    "as_strided", "synchronize", "BackendError", "DEFAULT_DTYPE",
 ]
 
 DEFAULT_DTYPE = numpy.float32
@@ -197,6 +197,14 @@ def scatter_add(target, indices, values) -> None:
         import cupyx
 
         cupyx.scatter_add(target, indices, values)
+
+
+def as_strided(array, shape, strides):
+    """A view of ``array``'s memory with the given shape and byte strides (no copy; only read from it).
+
+    Both libraries have it as ``lib.stride_tricks.as_strided``; convolution builds its windows with it.
+    """
+    return _state.module.lib.stride_tricks.as_strided(array, shape=tuple(shape), strides=tuple(strides))
 
 
 def sliding_window_view(array, window_shape, axis):

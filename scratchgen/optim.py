@@ -141,7 +141,8 @@ class Adam(Optimizer):
         xp = backend.xp
         # One scratch array serves every intermediate, in place: far fewer allocations than the
         # one-line formula, which matters when the parameters are large and the model is small.
-        scratch = xp.multiply(grad, 1 - beta1)
+        scratch = xp.empty_like(param.data)  # (an array even for a 0-d parameter, unlike grad * c)
+        xp.multiply(grad, 1 - beta1, out=scratch)
         m *= beta1
         m += scratch  # m ← β1·m + (1-β1)·g
         xp.multiply(grad, grad, out=scratch)

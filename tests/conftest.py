@@ -1,9 +1,16 @@
 """Shared fixtures: the ``backend`` fixture runs a test on NumPy and, where a GPU is present, on CuPy."""
 
-import numpy as np
-import pytest
+import os
 
-import scratchgen as sg
+# The tests' matrices are small: one BLAS thread computes them as fast as two, and OpenBLAS's spinning
+# threads slow down badly when the cores are shared (a CI machine, several test processes). Set before
+# NumPy is imported; an explicit OPENBLAS_NUM_THREADS from the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import scratchgen as sg  # noqa: E402
 
 
 def _cupy_unavailable_reason():

@@ -91,3 +91,14 @@ def test_bad_settings_are_refused():
         sg.optim.Adam([])
     with pytest.raises(ValueError, match="momentum must be in"):
         sg.optim.SGD([p], lr=0.1, momentum=1.5)
+
+
+def test_adam_and_sgd_update_a_zero_dimensional_parameter():
+    for opt_cls, kwargs in ((sg.optim.Adam, {"lr": 0.1}), (sg.optim.SGD, {"lr": 0.1, "momentum": 0.9})):
+        p = sg.nn.Parameter(np.array(2.0, dtype=np.float32))
+        opt = opt_cls([p], **kwargs)
+        for _ in range(3):
+            opt.zero_grad()
+            (p * p).backward()
+            opt.step()
+        assert p.shape == () and abs(p.item()) < 2.0

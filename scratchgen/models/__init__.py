@@ -1,3 +1,5 @@
 """The models of the lecture, each in its own short file, composed from :mod:`scratchgen.nn` layers."""
 
 from scratchgen.models.classifier import MLPClassifier  # noqa: F401
+from scratchgen.models.classifier import ConvClassifier  # noqa: F401
+from scratchgen.models.vae import VAE, ConvVAE, DenseVAE, VAELoss, importance_sampled_nll  # noqa: F401

@@ -10,11 +10,13 @@ losses work on logits, in forms that stay finite for logits of any size:
 from __future__ import annotations
 
 from scratchgen import backend, ops
+from scratchgen.ops.conv import pair
 from scratchgen.tensor import Tensor
 
 __all__ = [
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "log_softmax", "softmax", "dropout",
     "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss", "gaussian_kl",
+    "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "interpolate", "batch_norm",
 ]
 
 
@@ -153,3 +155,90 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, reduction: str = "none") -> Tensor:
     terms = 0.5 * (mu * mu + logvar.exp() - 1.0 - logvar)
     per_example = terms.sum(axis=tuple(range(1, mu.ndim))) if mu.ndim > 1 else terms
     return _reduce(per_example, reduction, "gaussian_kl")
+
+
+# ------------------------------------------------------------------- convolution, pooling, normalisation
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1) -> Tensor:
+    """2-D convolution (cross-correlation, as in every DL library): see :class:`scratchgen.ops.Conv2d`.
+
+    Args:
+        x: (N, C_in, H, W). weight: (C_out, C_in, kh, kw). bias: (C_out,) or None.
+        stride, padding, dilation: an int or a (height, width) pair.
+
+    Returns:
+        (N, C_out, OH, OW) with OH = ⌊(H + 2·padding - dilation·(kh-1) - 1) / stride⌋ + 1.
+
+    Raises:
+        ValueError: x is not 4-D, its channels differ from the weight's, or the kernel is larger than the
+            padded input.
+    """
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return ops.Conv2d.apply(*inputs, stride=pair(stride, "stride"), padding=pair(padding, "padding"),
+                            dilation=pair(dilation, "dilation"))
+
+
+def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
+                     output_padding=0, dilation=1) -> Tensor:
+    """Transposed convolution, the input gradient of :func:`conv2d`: see :class:`scratchgen.ops.ConvTranspose2d`.
+
+    Args:
+        x: (N, C_in, H, W). weight: (C_in, C_out, kh, kw), as PyTorch's. bias: (C_out,) or None.
+        stride, padding, output_padding, dilation: an int or a (height, width) pair.
+
+    Returns:
+        (N, C_out, OH, OW) with OH = (H-1)·stride - 2·padding + dilation·(kh-1) + output_padding + 1.
+    """
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return ops.ConvTranspose2d.apply(*inputs, stride=pair(stride, "stride"), padding=pair(padding, "padding"),
+                                     output_padding=pair(output_padding, "output_padding"),
+                                     dilation=pair(dilation, "dilation"))
+
+
+def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1) -> Tensor:
+    """The maximum of each kernel_size window (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size."""
+    kernel_size = pair(kernel_size, "kernel_size")
+    stride = kernel_size if stride is None else pair(stride, "stride")
+    return ops.MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=pair(padding, "padding"),
+                               dilation=pair(dilation, "dilation"))
+
+
+def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
+    """The mean of each kernel_size window, padding zeros included; stride defaults to kernel_size."""
+    kernel_size = pair(kernel_size, "kernel_size")
+    stride = kernel_size if stride is None else pair(stride, "stride")
+    return ops.AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=pair(padding, "padding"))
+
+
+def interpolate(x: Tensor, scale_factor, mode: str = "nearest") -> Tensor:
+    """Upsample (N, C, H, W) -> (N, C, sh·H, sw·W) by an integer factor (or pair), copying each pixel.
+
+    Only ``mode="nearest"`` is implemented.
+    """
+    if mode != "nearest":
+        raise ValueError(f"interpolate: only mode='nearest' is implemented, got {mode!r}")
+    scale = pair(scale_factor, "scale_factor")
+    if min(scale) < 1:
+        raise ValueError(f"interpolate: scale_factor must be a positive integer (or pair), got {scale_factor!r}")
+    return ops.UpsampleNearest2d.apply(x, scale_factor=scale)
+
+
+def batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None = None, bias: Tensor | None = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalisation of x (N, C, ...) per channel: see :mod:`scratchgen.ops.norm` for the math.
+
+    Args:
+        x: (N, C) or (N, C, L) or (N, C, H, W).
+        running_mean, running_var: (C,) arrays or tensors, or None. In training mode they are updated in
+            place; in evaluation mode they are used instead of the batch statistics.
+        weight, bias: γ and β, (C,) each, or both None.
+        training: normalise with the batch's statistics (True) or the running ones (False).
+        momentum: α in running ← (1-α)·running + α·batch. eps: ε added to the variance.
+    """
+    if (weight is None) != (bias is None):
+        raise ValueError("batch_norm: give both weight and bias, or neither")
+    running = [r.data if isinstance(r, Tensor) else r for r in (running_mean, running_var)]
+    inputs = (x,) if weight is None else (x, weight, bias)
+    return ops.BatchNorm.apply(*inputs, running_mean=running[0], running_var=running[1], training=training,
+                               momentum=momentum, eps=eps)

@@ -3,7 +3,10 @@
 * :mod:`~scratchgen.ops.elementwise`: + - * / ** and the nonlinearities;
 * :mod:`~scratchgen.ops.reduce`: sum, mean, max, logsumexp, log_softmax;
 * :mod:`~scratchgen.ops.shape`: reshape, transpose, indexing, concatenate, stack;
-* :mod:`~scratchgen.ops.linalg`: matmul and linear.
+* :mod:`~scratchgen.ops.linalg`: matmul and linear;
+* :mod:`~scratchgen.ops.conv`: conv2d and conv_transpose2d, by im2col and col2im;
+* :mod:`~scratchgen.ops.pool`: max and average pooling, nearest upsampling;
+* :mod:`~scratchgen.ops.norm`: batch normalisation.
 
 The functions at the bottom are the functional forms of the ops that take several tensors.
 """
@@ -13,6 +16,9 @@ from scratchgen.ops.elementwise import (  # noqa: F401
     Tanh, Where,
 )
 from scratchgen.ops.linalg import Linear, MatMul  # noqa: F401
+from scratchgen.ops.conv import Conv2d, ConvTranspose2d  # noqa: F401
+from scratchgen.ops.norm import BatchNorm  # noqa: F401
+from scratchgen.ops.pool import AvgPool2d, MaxPool2d, UpsampleNearest2d  # noqa: F401
 from scratchgen.ops.reduce import LogSoftmax, LogSumExp, Max, Mean, Sum  # noqa: F401
 from scratchgen.ops.shape import Concatenate, Index, Reshape, Stack, Transpose  # noqa: F401
 

@@ -1,0 +1,151 @@
+"""One DCGAN training step on 28×28 images (forward, backward, Adam), batch 64, float32.
+
+The models are the small DCGAN of the GAN lecture (Radford et al. 2016, sized for MNIST):
+
+* discriminator: Conv 1→32 k4 s2 p1, LeakyReLU(0.2), Conv 32→64 k4 s2 p1, LeakyReLU(0.2), Flatten,
+  Linear 64·7·7→1;
+* generator: Linear 100→128·7·7, BatchNorm1d, ReLU, (128, 7, 7), ConvTranspose 128→64 k4 s2 p1,
+  BatchNorm2d, ReLU, ConvTranspose 64→1 k4 s2 p1, tanh.
+
+"D step": BCE-with-logits of D on a batch of 64 images against their labels, backward, Adam on D.
+"G step": the generator's non-saturating loss, BCE-with-logits of D(G(z)) against "real", backward
+through a frozen D into G, Adam on G.
+
+Each is timed for scratchgen and, when it is installed, for PyTorch on the CPU with the same model,
+dtype and thread count. The table gives the median step time and the peak memory that scratchgen's
+arrays take during a step (tracemalloc sees NumPy's allocations, not PyTorch's).
+
+    python benchmarks/bench_dcgan.py --threads 2
+"""
+
+import argparse
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import configure_threads, machine, try_import_torch  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--repeats", type=int, default=30)
+args = parser.parse_args()
+configure_threads(args.threads)
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import scratchgen as sg  # noqa: E402
+from scratchgen import nn  # noqa: E402
+from scratchgen.nn import functional as F  # noqa: E402
+
+BATCH, LATENT = 64, 100
+rng = np.random.default_rng(0)
+images_host = rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)
+labels_host = (rng.random((BATCH, 1)) < 0.5).astype(np.float32)
+noise_host = rng.standard_normal((BATCH, LATENT), dtype=np.float32)
+
+
+def build(nn, unflatten):
+    """The two models, written once for both libraries (their layer names are the same; only
+    Unflatten's arguments differ, so it comes made)."""
+    discriminator = nn.Sequential(
+        nn.Conv2d(1, 32, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 1),
+    )
+    generator = nn.Sequential(
+        nn.Linear(LATENT, 128 * 7 * 7), nn.BatchNorm1d(128 * 7 * 7), nn.ReLU(), unflatten,
+        nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1), nn.Tanh(),
+    )
+    return discriminator, generator
+
+
+def steps(nn_module, unflatten, tensor, bce, adam):
+    """(D step, G step) closures for one library."""
+    discriminator, generator = build(nn_module, unflatten)
+    opt_d = adam(discriminator.parameters())
+    opt_g = adam(generator.parameters())
+    images, labels, noise = tensor(images_host), tensor(labels_host), tensor(noise_host)
+    real = tensor(np.ones((BATCH, 1), np.float32))
+
+    def d_step():
+        opt_d.zero_grad()
+        loss = bce(discriminator(images), labels)
+        loss.backward()
+        opt_d.step()
+
+    def g_step():
+        for p in discriminator.parameters():  # D is a fixed judge here: no gradient for its weights
+            p.requires_grad = False
+        opt_g.zero_grad()
+        loss = bce(discriminator(generator(noise)), real)
+        loss.backward()
+        opt_g.step()
+        for p in discriminator.parameters():
+            p.requires_grad = True
+
+    return d_step, g_step
+
+
+def peak_memory_mb(step) -> float:
+    """Peak bytes allocated through Python's allocator (NumPy's arrays included) during one step, in MB."""
+    step()
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def interleaved_medians(named_steps: dict, warmup: int, repeats: int) -> dict:
+    """Median ms of each step, timing them in turn, round after round, so that all see the same machine.
+
+    The warm-up also runs every step in turn, as a GAN's training loop does: the process's malloc then
+    reuses the memory that the largest arrays freed instead of mapping fresh pages for every step
+    (first-touch page faults are costly on some virtual machines).
+    """
+    for _ in range(warmup):
+        for step in named_steps.values():
+            step()
+    times = {name: [] for name in named_steps}
+    for _ in range(repeats):
+        for name, step in named_steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+sg.manual_seed(0)
+results = {}
+results["scratchgen"] = steps(
+    nn, nn.Unflatten((128, 7, 7)), sg.tensor, F.binary_cross_entropy_with_logits,
+    lambda params: sg.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)),
+)
+torch = try_import_torch(args.threads)
+if torch is not None:
+    torch.manual_seed(0)
+    results[f"PyTorch {torch.__version__} CPU"] = steps(
+        torch.nn, torch.nn.Unflatten(1, (128, 7, 7)), torch.from_numpy,
+        torch.nn.functional.binary_cross_entropy_with_logits,
+        lambda params: torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)),
+    )
+
+named_steps = {(library, which): step for library, both in results.items() for which, step in zip("DG", both)}
+medians = interleaved_medians(named_steps, warmup=5, repeats=args.repeats)
+print(f"DCGAN training step, batch {BATCH}, 28×28, float32, {args.threads} threads, {machine()}, "
+      f"backend {sg.get_backend()}, {time.strftime('%Y-%m-%d')}")
+print(f"  {'':<26} {'D step':>10} {'G step':>10}   {'peak memory D / G':>18}")
+for library, (d_step, g_step) in results.items():
+    memory = "(not traced)"
+    if library == "scratchgen":
+        memory = f"{peak_memory_mb(d_step):.1f} / {peak_memory_mb(g_step):.1f} MB"
+    print(f"  {library:<26} {medians[library, 'D']:7.2f} ms {medians[library, 'G']:7.2f} ms   {memory:>18}")
+if len(results) == 2:
+    theirs = list(results)[1]
+    print(f"  scratchgen / PyTorch: D {medians['scratchgen', 'D'] / medians[theirs, 'D']:.2f}x, "
+          f"G {medians['scratchgen', 'G'] / medians[theirs, 'G']:.2f}x")

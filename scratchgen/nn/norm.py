@@ -1,0 +1,78 @@
+"""Batch normalisation layers (Ioffe & Szegedy 2015): BatchNorm1d and BatchNorm2d.
+
+Each channel is normalised to zero mean and unit variance over the batch, then scaled and shifted by
+learned γ (``weight``) and β (``bias``); the math and its gradient are in :mod:`scratchgen.ops.norm`.
+
+In training mode a layer normalises with the statistics of the batch in front of it and keeps running
+averages of them; in evaluation mode (``model.eval()``) it uses those running averages instead, so that a
+single example's output does not depend on the rest of its batch. State and names are PyTorch's:
+``weight`` (ones), ``bias`` (zeros), and the buffers ``running_mean`` (zeros), ``running_var`` (ones)
+and ``num_batches_tracked``, so a state dict loads into either library.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from scratchgen import backend
+from scratchgen.nn import functional as F
+from scratchgen.nn.module import Module, Parameter
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d and BatchNorm2d, which differ only in the input shapes they accept."""
+
+    input_dims: tuple = ()  #: the numbers of dimensions a subclass accepts
+    input_layout: str = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        xp, dtype = backend.xp, backend.DEFAULT_DTYPE
+        self.weight = Parameter(xp.ones((num_features,), dtype=dtype)) if affine else None
+        self.bias = Parameter(xp.zeros((num_features,), dtype=dtype)) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", xp.zeros((num_features,), dtype=dtype))
+            self.register_buffer("running_var", xp.ones((num_features,), dtype=dtype))
+            self.register_buffer("num_batches_tracked", xp.zeros((), dtype=numpy.int64))
+        else:
+            self.running_mean = self.running_var = None
+
+    def forward(self, x):
+        if x.ndim not in self.input_dims or x.shape[1] != self.num_features:
+            raise ValueError(f"{self!r}: expected an input {self.input_layout} with C = {self.num_features}, "
+                             f"got shape {x.shape}")
+        use_batch_statistics = self.training or not self.track_running_stats
+        momentum = self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if momentum is None:  # PyTorch's option: a plain average over all batches seen so far
+                momentum = 1.0 / int(self.num_batches_tracked.data)
+        running = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
+        try:
+            return F.batch_norm(x, *running, self.weight, self.bias, training=use_batch_statistics,
+                                momentum=momentum if momentum is not None else 0.0, eps=self.eps)
+        except ValueError as err:
+            raise ValueError(f"{self!r}: {err}") from None
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm of features (N, C) or sequences (N, C, L), per channel C."""
+
+    input_dims = (2, 3)
+    input_layout = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm of images (N, C, H, W), per channel C, over the batch and every pixel."""
+
+    input_dims = (4,)
+    input_layout = "(N, C, H, W)"

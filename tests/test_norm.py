@@ -1,0 +1,145 @@
+"""Tests of batch normalisation: scratchgen.ops.norm and the BatchNorm1d / BatchNorm2d layers.
+
+The forward pass against the formula in NumPy, the gradients by gradcheck (training and evaluation mode),
+the running statistics against PyTorch's update rule written out in NumPy, and the state's names.
+"""
+
+import numpy as np
+import pytest
+from conftest import t64
+
+import scratchgen as sg
+from scratchgen import nn
+from scratchgen.nn import functional as F
+
+
+def reference_batch_norm(x, gamma, beta, eps=1e-5):
+    """x̂ = (x - μ) / √(σ² + ε) per channel (axis 1), σ² biased, then γ·x̂ + β."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def as_float64(layer):
+    """The layer with float64 parameters and buffers, for gradcheck."""
+    for p in layer.parameters():
+        p.data = p.data.astype(np.float64)
+    for name in ("running_mean", "running_var"):
+        getattr(layer, name).data = getattr(layer, name).data.astype(np.float64)
+    return layer
+
+
+@pytest.mark.parametrize("layer_type, shape", [
+    (nn.BatchNorm1d, (6, 4)), (nn.BatchNorm1d, (3, 4, 5)), (nn.BatchNorm2d, (2, 3, 4, 5)),
+    (nn.BatchNorm2d, (1, 2, 3, 3)),
+])
+def test_training_forward_matches_the_formula(layer_type, shape, rng):
+    layer = layer_type(shape[1])
+    layer.weight.data = rng.standard_normal(shape[1]).astype(np.float32)
+    layer.bias.data = rng.standard_normal(shape[1]).astype(np.float32)
+    x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32)
+    out = layer(sg.tensor(x))
+    expected = reference_batch_norm(x.astype(np.float64), layer.weight.numpy(), layer.bias.numpy())
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize("layer_type, shape", [
+    (nn.BatchNorm1d, (5, 3)), (nn.BatchNorm1d, (2, 3, 4)), (nn.BatchNorm2d, (2, 3, 3, 4)),
+    (nn.BatchNorm2d, (1, 2, 3, 3)),
+])
+def test_gradients_in_training_and_evaluation_mode(layer_type, shape, rng):
+    layer = as_float64(layer_type(shape[1]))
+    layer.weight.data = rng.standard_normal(shape[1]) + 1
+    layer.bias.data = rng.standard_normal(shape[1])
+    x = t64(rng.standard_normal(shape) * 2 + 1)
+    # Training: μ and σ² depend on x, so every element's gradient flows through all of its channel.
+    assert sg.gradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
+    layer.eval()
+    layer.running_mean.data = rng.standard_normal(shape[1])
+    layer.running_var.data = rng.random(shape[1]) + 0.5
+    assert sg.gradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_functional_batch_norm_gradients_with_and_without_affine(training, rng):
+    x = t64(rng.standard_normal((4, 3, 2, 2)))
+    mean, var = rng.standard_normal(3), rng.random(3) + 0.5
+    weight, bias = t64(rng.standard_normal(3)), t64(rng.standard_normal(3))
+    assert sg.gradcheck(lambda x, w, b: F.batch_norm(x, mean.copy(), var.copy(), w, b, training), [x, weight, bias])
+    assert sg.gradcheck(lambda x: F.batch_norm(x, mean.copy(), var.copy(), training=training), [x])
+
+
+def test_running_statistics_update_as_in_pytorch(rng):
+    """running ← 0.9·running + 0.1·batch, with the unbiased variance m/(m-1)·σ² (m values per channel)."""
+    layer = nn.BatchNorm2d(3)
+    running_mean, running_var = np.zeros(3), np.ones(3)
+    for _ in range(4):
+        x = (rng.standard_normal((5, 3, 4, 2)) * np.array([1.0, 2.0, 3.0])[None, :, None, None] + 1).astype(np.float32)
+        out = layer(sg.tensor(x))
+        m = 5 * 4 * 2
+        batch_var = x.var(axis=(0, 2, 3))
+        running_mean = 0.9 * running_mean + 0.1 * x.mean(axis=(0, 2, 3))
+        running_var = 0.9 * running_var + 0.1 * batch_var * m / (m - 1)
+        # The batch itself is normalised with the biased variance.
+        np.testing.assert_allclose(out.numpy().var(axis=(0, 2, 3)), batch_var / (batch_var + 1e-5), rtol=1e-3)
+    np.testing.assert_allclose(layer.running_mean.numpy(), running_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.running_var.numpy(), running_var, rtol=1e-5)
+    assert int(layer.num_batches_tracked.numpy()) == 4
+
+
+def test_momentum_none_keeps_a_plain_average_of_the_batches(rng):
+    layer = nn.BatchNorm1d(2, momentum=None)
+    batches = [rng.standard_normal((8, 2)).astype(np.float32) + i for i in range(3)]
+    for x in batches:
+        layer(sg.tensor(x))
+    average = np.mean([x.mean(axis=0) for x in batches], axis=0)
+    np.testing.assert_allclose(layer.running_mean.numpy(), average, rtol=1e-5)
+
+
+def test_evaluation_mode_uses_the_running_statistics(rng):
+    layer = nn.BatchNorm1d(3)
+    for _ in range(3):
+        layer(sg.tensor(rng.standard_normal((16, 3)).astype(np.float32) * 2 + 5))
+    saved_mean, saved_var = layer.running_mean.numpy(), layer.running_var.numpy()
+    layer.eval()
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    out = layer(sg.tensor(x)).numpy()
+    np.testing.assert_allclose(out, (x - saved_mean) / np.sqrt(saved_var + 1e-5), rtol=1e-5, atol=1e-6)
+    # One example's output does not depend on the rest of its batch, and the statistics stay put.
+    np.testing.assert_allclose(layer(sg.tensor(x[:1])).numpy(), out[:1], rtol=1e-6)
+    np.testing.assert_array_equal(layer.running_mean.numpy(), saved_mean)
+    assert int(layer.num_batches_tracked.numpy()) == 3
+
+
+def test_state_dict_has_pytorchs_names_and_round_trips(rng):
+    layer = nn.BatchNorm2d(4)
+    layer(sg.tensor(rng.standard_normal((2, 4, 3, 3)).astype(np.float32)))
+    state = layer.state_dict()
+    assert sorted(state) == ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]
+    assert state["num_batches_tracked"].shape == () and state["running_var"].shape == (4,)
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    copy = nn.BatchNorm2d(4)
+    copy.load_state_dict({k: np.array(sg.backend.to_numpy(v)) for k, v in state.items()})
+    np.testing.assert_array_equal(copy.running_var.numpy(), layer.running_var.numpy())
+    assert int(copy.num_batches_tracked.numpy()) == 1
+
+
+def test_without_affine_or_running_statistics(rng):
+    layer = nn.BatchNorm1d(3, affine=False, track_running_stats=False)
+    assert layer.parameters() == [] and layer.state_dict() == {}
+    x = rng.standard_normal((6, 3))
+    layer.eval()  # without running statistics, evaluation also uses the batch's
+    np.testing.assert_allclose(layer(sg.tensor(x)).numpy(), reference_batch_norm(x, np.ones(3), np.zeros(3)), rtol=1e-6)
+
+
+def test_errors_name_the_layer_and_the_shapes():
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(3.*\(N, C, H, W\) with C = 3, got shape \(2, 4, 5, 5\)"):
+        nn.BatchNorm2d(3)(sg.zeros(2, 4, 5, 5))
+    with pytest.raises(ValueError, match=r"BatchNorm1d\(3.*\(N, C\) or \(N, C, L\).*got shape \(2, 3, 4, 4\)"):
+        nn.BatchNorm1d(3)(sg.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"BatchNorm1d\(3.*more than one value per channel.*\(1, 3\)"):
+        nn.BatchNorm1d(3)(sg.zeros(1, 3))
+    with pytest.raises(ValueError, match="both weight and bias"):
+        F.batch_norm(sg.zeros(2, 3), None, None, weight=sg.ones(3), training=True)
