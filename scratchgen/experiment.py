@@ -209,14 +209,16 @@ class Run:
 
         ``metrics.json`` holds the demo's name, the final metrics, the per-epoch history, the arguments,
         the backend, the wall time in seconds and the scratchgen version. NaN and infinite values (a
-        diverged run) are written as ``null``, so the file is strict JSON.
+        diverged run) are written as ``null``, so the file is strict JSON. Each final metric is a number
+        (or one-element tensor) or a list of numbers.
 
         Returns:
             The dict written to ``metrics.json``.
         """
         from scratchgen import __version__  # here, not at the top: the package may import this module
 
-        final = {name: as_number(value) for name, value in final_metrics.items()}
+        final = {name: [as_number(v) for v in value] if isinstance(value, (list, tuple)) else as_number(value)
+                 for name, value in final_metrics.items()}
         report = _json_ready({
             "name": self.name, "final": final, "history": self.history.records, "args": vars(self.args),
             "backend": backend.get_backend(), "wall_time_s": round(self.elapsed, 3), "scratchgen_version": __version__,

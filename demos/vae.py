@@ -1,0 +1,122 @@
+"""Train a variational autoencoder on MNIST and draw what it learned.
+
+The default is the configuration of PyTorch's VAE example on the embedded subset binarised at 127: the
+dense 784-400-20 VAE, Bernoulli decoder, Adam 1e-3, batch 100, 40 epochs; the test NLL is estimated
+with k = 500 importance samples (Burda et al. 2016).
+
+    python demos/vae.py                                   # the figures in the README
+    python demos/vae.py --latent-dim 2 --out runs/vae-2d  # a 2-D code: manifold and code scatter
+    python demos/vae.py --model conv                      # the convolutional VAE
+    python demos/vae.py --likelihood gaussian             # grey levels, Gaussian decoder
+    python demos/vae.py --iwae-k 5                        # train on the 5-sample bound (an IWAE)
+
+Writes into --out (default runs/vae): samples.png (decoded prior samples), reconstructions.png,
+interpolations.png (decoded walks between test digits of consecutive classes), latent_codes.png
+(test codes coloured by class; their first two principal components when the code has more than two
+dimensions), manifold.png (2-D codes only: images decoded on a grid of codes), loss_curves.png and
+metrics.json. The last line printed is the final metrics as JSON: test_neg_elbo, test_rec, test_kl
+(nats per image, one-sample ELBO), test_nll_is (−log p(x) by importance sampling) and k.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from scratchgen import experiment, no_grad, optim, plot, tensor
+from scratchgen.data import DataLoader, binarize, load_mnist, to_float
+from scratchgen.models.vae import ConvVAE, DenseVAE, evaluate, importance_sampled_nll
+
+
+def load_images(dataset: str, split: str, likelihood: str, limit: int | None):
+    """Images (N, 1, 28, 28) float32, binary for a Bernoulli decoder or in [0, 1] for a Gaussian one, and labels."""
+    images, labels = load_mnist(dataset, split)
+    images, labels = images[:limit], labels[:limit]
+    x = binarize(images) if likelihood == "bernoulli" else to_float(images)
+    return x[:, None], labels
+
+
+def build_model(args):
+    if args.model == "dense":
+        return DenseVAE(hidden=args.hidden or 400, latent_dim=args.latent_dim, likelihood=args.likelihood)
+    return ConvVAE(hidden=args.hidden or 256, latent_dim=args.latent_dim, likelihood=args.likelihood)
+
+
+def draw_pictures(run, model, x_test, y_test, title: str) -> None:
+    """Prior samples, reconstructions, interpolations, the codes and, for a 2-D code, the manifold."""
+    plot.image_grid(model.sample(64), run.path("samples.png"), nrow=8, title=f"samples from the prior ({title})")
+    picks = np.linspace(0, len(x_test) - 1, 32).astype(int)
+    plot.reconstructions(x_test[picks], model.reconstruct(tensor(x_test[picks])), run.path("reconstructions.png"),
+                         nrow=8, title="test digits and their reconstructions (decoded mean codes)")
+    classes = np.unique(y_test)
+    first = [int(np.flatnonzero(y_test == c)[0]) for c in classes]  # the first test digit of each class
+    to = first[1:] + first[:1]
+    walks = model.interpolate(tensor(x_test[first]), tensor(x_test[to]), steps=10)
+    plot.interpolation_strip(walks, run.path("interpolations.png"),
+                             title="from each class to the next, decoded along a line between mean codes")
+    with no_grad():
+        codes = np.concatenate([model.encode(x)[0].numpy() for (x,) in DataLoader(x_test, batch_size=500)])
+    plot.latent_scatter(codes, y_test, run.path("latent_codes.png"), title="mean codes of the test digits")
+    if model.latent_dim == 2:
+        plot.manifold(lambda z: model.decode(tensor(z)).sigmoid(), run.path("manifold.png"), grid=20,
+                      title="images decoded on a grid of codes z ∈ [-3, 3]²")
+
+
+def main(argv=None) -> dict:
+    parser = experiment.demo_parser(__doc__.splitlines()[0], datasets=("embedded", "mnist", "fashion_mnist"),
+                                    epochs=40, batch_size=100, lr=1e-3)
+    parser.add_argument("--model", choices=("dense", "conv"), default="dense", help="encoder and decoder networks")
+    parser.add_argument("--latent-dim", type=int, default=20, help="size of the code z")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden width (default 400 dense, 256 conv)")
+    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli",
+                        help="decoder: Bernoulli on pixels binarised at 127, or Gaussian on grey levels")
+    parser.add_argument("--k", type=int, default=500, help="importance samples per image for the test NLL")
+    parser.add_argument("--iwae-k", type=int, default=1, help="train on the k-sample bound (1: the ELBO)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N training and test images")
+    args = parser.parse_args(argv)
+    run = experiment.Run(args, name="vae")
+
+    x_train, _ = load_images(args.dataset, "train", args.likelihood, args.limit)
+    x_test, y_test = load_images(args.dataset, "test", args.likelihood, args.limit)
+    loader = DataLoader(x_train, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    model = build_model(args)
+    opt = optim.Adam(model.parameters(), lr=args.lr)
+    run.state.setdefault("train_seconds", 0.0)  # time in the training steps alone, across resumptions
+    start = run.resume(model=model, optimizer=opt, loader=loader)
+
+    for epoch in range(start, args.epochs + 1):
+        model.train()
+        total, seen, began = 0.0, 0, time.perf_counter()
+        bar = run.progress(loader, epoch)
+        for (x,) in bar:
+            opt.zero_grad()
+            if args.iwae_k == 1:
+                loss = model.loss(x).loss
+            else:
+                loss = -model.iwae_bound(x, args.iwae_k).mean()
+            loss.backward()
+            opt.step()
+            total, seen = total + loss.item() * len(x), seen + len(x)
+            bar.set(loss=total / seen)
+        run.state["train_seconds"] += time.perf_counter() - began
+        test = evaluate(model, x_test)
+        run.log_epoch(epoch, train_loss=total / seen, test_neg_elbo=test["neg_elbo"], test_rec=test["rec"],
+                      test_kl=test["kl"])
+        run.save_checkpoint(epoch)
+
+    began = time.perf_counter()
+    test = evaluate(model, x_test)
+    nll = importance_sampled_nll(model, x_test, k=args.k)
+    eval_seconds = time.perf_counter() - began
+
+    title = f"{args.model}, {args.latent_dim}-d code, {args.likelihood}"
+    plot.loss_curves(run.history, run.path("loss_curves.png"), keys=["train_loss", "test_neg_elbo"],
+                     title=f"negative ELBO, nats per image ({title})")
+    draw_pictures(run, model, x_test, y_test, title)
+    return run.finish(test_neg_elbo=test["neg_elbo"], test_rec=test["rec"], test_kl=test["kl"], test_nll_is=nll,
+                      k=args.k, train_seconds=round(run.state["train_seconds"], 2), eval_seconds=round(eval_seconds, 2))
+
+
+if __name__ == "__main__":
+    main()
