@@ -3,3 +3,8 @@
 from scratchgen.models.classifier import MLPClassifier  # noqa: F401
 from scratchgen.models.classifier import ConvClassifier  # noqa: F401
 from scratchgen.models.vae import VAE, ConvVAE, DenseVAE, VAELoss, importance_sampled_nll  # noqa: F401
+from scratchgen.models.autoencoder import (  # noqa: F401
+    Autoencoder, ConvAutoencoder, DeepAutoencoder, DenoisingAutoencoder, DenseAutoencoder, corrupt,
+    reconstruction_loss,
+)
+from scratchgen.models.baselines import PCA, linear_probe_accuracy, reconstruction_errors  # noqa: F401

@@ -1,0 +1,139 @@
+"""Train an autoencoder on MNIST and compare its codes with PCA's, as pictures, as reconstructions and as features.
+
+    python demos/autoencoder.py                               # convolutional, 32-number code, 30 epochs
+    python demos/autoencoder.py --model dense                 # 784-256-32, mirrored, 60 epochs
+    python demos/autoencoder.py --model dense --code-size 2   # codes you can draw in the plane
+    python demos/autoencoder.py --model deep                  # 784-512-256-32, mirrored, 60 epochs
+    python demos/autoencoder.py --model denoising             # the conv one, trained on noisy digits
+    python demos/autoencoder.py --model denoising --noise masking --noise-level 0.5
+
+Writes into --out (default runs/autoencoder):
+
+* reconstructions.png: test digits beside their reconstructions;
+* codes.png: the test digits' codes coloured by digit class (the codes themselves for a code size of
+  2, their first two principal components otherwise);
+* denoising.png: clean test digits, the same with noise, and what the autoencoder makes of them;
+* loss.png: the training loss and the test reconstruction errors per epoch;
+* metrics.json, whose final figures are the test per-pixel binary cross-entropy and squared error
+  (``test_bce``, ``test_mse``), PCA's with the same number of components fitted on the same training
+  split (``pca_test_bce``, ``pca_test_mse``), the test accuracy of a logistic-regression probe on the
+  codes and on PCA's codes (``probe_accuracy``, ``pca_probe_accuracy``), and the squared error of noisy
+  test digits before and after the autoencoder (``noisy_mse``, ``denoised_mse``).
+
+The last line printed is that summary as JSON.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchgen import experiment, no_grad, optim, plot
+from scratchgen.data import DataLoader, load_mnist, to_float
+from scratchgen.models.autoencoder import (
+    NOISE_KINDS, Autoencoder, ConvAutoencoder, DeepAutoencoder, DenoisingAutoencoder, DenseAutoencoder, corrupt,
+    reconstruction_loss,
+)
+from scratchgen.models.baselines import PCA, linear_probe_accuracy, reconstruction_errors
+from scratchgen.tensor import Tensor
+
+# Epochs when --epochs is not given: the dense networks' steps are cheap but they learn more slowly.
+DEFAULT_EPOCHS = {"conv": 30, "dense": 60, "deep": 60, "denoising": 30}
+
+
+def build_model(args) -> Autoencoder:
+    if args.model == "dense":
+        return DenseAutoencoder(args.code_size)
+    if args.model == "deep":
+        return DeepAutoencoder(args.code_size)
+    if args.model == "conv":
+        return ConvAutoencoder(args.code_size)
+    return DenoisingAutoencoder(ConvAutoencoder(args.code_size), noise=args.noise, level=args.noise_level)
+
+
+def encode_all(model, images, batch_size: int = 500) -> np.ndarray:
+    """Codes (N, code_size) of host images (N, 1, 28, 28), in evaluation mode, as a host array."""
+    model.eval()
+    with no_grad():
+        return np.concatenate([model.encode(x).numpy() for (x,) in DataLoader(images, batch_size=batch_size)])
+
+
+def reconstruct_all(model, images, batch_size: int = 500) -> np.ndarray:
+    """Grey levels σ(decode(encode(x))) of host images, in evaluation mode, as a host array."""
+    model.eval()
+    with no_grad():
+        return np.concatenate([model.reconstruct(x).numpy() for (x,) in DataLoader(images, batch_size=batch_size)])
+
+
+def main(argv=None) -> dict:
+    parser = experiment.demo_parser(__doc__.splitlines()[0], datasets=("embedded", "mnist", "fashion_mnist"),
+                                    batch_size=64, lr=1e-3)
+    parser.set_defaults(epochs=None)
+    parser.add_argument("--model", choices=tuple(DEFAULT_EPOCHS), default="conv", help="which autoencoder")
+    parser.add_argument("--code-size", type=int, default=32, help="numbers in the code z")
+    parser.add_argument("--loss", choices=("bce", "mse"), default="bce",
+                        help="training loss: per-pixel binary cross-entropy from logits, or squared error")
+    parser.add_argument("--noise", choices=NOISE_KINDS, default="gaussian",
+                        help="corruption for the denoising model and the denoising picture")
+    parser.add_argument("--noise-level", type=float, default=0.3,
+                        help="Gaussian noise's standard deviation, or the share of pixels masked")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="use only the first N training and N test images (quick checks)")
+    args = parser.parse_args(argv)
+    if args.epochs is None:  # the shared flag, with a default that depends on the model
+        args.epochs = DEFAULT_EPOCHS[args.model]
+    run = experiment.Run(args, name="autoencoder")
+
+    x_train, y_train = load_mnist(args.dataset, "train")
+    x_test, y_test = load_mnist(args.dataset, "test")
+    x_train, y_train, x_test, y_test = (a[: args.limit] for a in (x_train, y_train, x_test, y_test))
+    x_train, x_test = to_float(x_train)[:, None], to_float(x_test)[:, None]  # (N, 1, 28, 28) in [0, 1]
+
+    loader = DataLoader(x_train, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    model = build_model(args)
+    opt = optim.Adam(model.parameters(), lr=args.lr)
+    start = run.resume(model=model, optimizer=opt, loader=loader)
+
+    for epoch in range(start, args.epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        bar = run.progress(loader, epoch)
+        for (x,) in bar:
+            opt.zero_grad()
+            loss = reconstruction_loss(model(x), x, args.loss)  # a denoising model corrupts x itself
+            loss.backward()
+            opt.step()
+            total, seen = total + loss.item() * len(x), seen + len(x)
+            bar.set(loss=total / seen)
+        test = reconstruction_errors(reconstruct_all(model, x_test), x_test)
+        run.log_epoch(epoch, train_loss=total / seen, test_bce=test["bce"], test_mse=test["mse"])
+        run.save_checkpoint(epoch)
+
+    # The yardstick: PCA with as many components as the code has numbers, on the same split.
+    pca = PCA(args.code_size).fit(x_train)
+    pca_test = reconstruction_errors(pca.inverse_transform(pca.transform(x_test)), x_test)
+    codes_train, codes_test = encode_all(model, x_train), encode_all(model, x_test)
+    probe = linear_probe_accuracy(codes_train, y_train, codes_test, y_test, seed=args.seed)
+    pca_probe = linear_probe_accuracy(pca.transform(x_train), y_train, pca.transform(x_test), y_test, seed=args.seed)
+
+    # Denoising: the same noise the denoising model trains with, on test digits it never saw.
+    noisy = corrupt(Tensor(x_test), args.noise, args.noise_level).numpy()
+    denoised = reconstruct_all(model, noisy)
+    noisy_mse = reconstruction_errors(noisy, x_test)["mse"]
+    denoised_mse = reconstruction_errors(denoised, x_test)["mse"]
+
+    name = f"{args.model} autoencoder, code size {args.code_size}"
+    plot.reconstructions(x_test[:64], reconstruct_all(model, x_test[:64]), run.path("reconstructions.png"),
+                         nrow=8, title=f"{name}: test digits")
+    plot.latent_scatter(codes_test, y_test, run.path("codes.png"), title=f"{name}: test codes by digit")
+    plot.image_grid(np.concatenate([x_test[:10], noisy[:10], denoised[:10]]), run.path("denoising.png"), nrow=10,
+                    title=f"{name}: clean / {args.noise} noise {args.noise_level} / output")
+    plot.loss_curves(run.history, run.path("loss.png"), logy=True, title=f"{name} ({args.loss} loss)")
+
+    final = run.history.last
+    return run.finish(test_bce=final["test_bce"], test_mse=final["test_mse"], pca_test_bce=pca_test["bce"],
+                      pca_test_mse=pca_test["mse"], probe_accuracy=probe, pca_probe_accuracy=pca_probe,
+                      noisy_mse=noisy_mse, denoised_mse=denoised_mse)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Smoke test of demos/autoencoder.py: a tiny run writes its pictures and metrics and ends with a JSON line."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PICTURES = ("reconstructions.png", "codes.png", "denoising.png", "loss.png")
+FINAL = ("test_bce", "test_mse", "pca_test_bce", "pca_test_mse", "probe_accuracy", "pca_probe_accuracy",
+         "noisy_mse", "denoised_mse")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    spec = importlib.util.spec_from_file_location("demo_autoencoder", os.path.join(REPO, "demos", "autoencoder.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv", [[], ["--model", "dense", "--code-size", "2"],
+                                  ["--model", "denoising", "--noise", "masking"]],
+                         ids=["conv", "dense-2d", "denoising"])
+def test_demo_writes_pictures_and_metrics_and_ends_with_json(demo, argv, tmp_path, capsys):
+    out = tmp_path / "run"
+    report = demo.main(argv + ["--epochs", "1", "--limit", "100", "--out", str(out), "--quiet"])
+    for name in PICTURES + ("metrics.json", "checkpoint.npz"):
+        assert (out / name).stat().st_size > 0, name
+    with open(out / "metrics.json") as file:
+        written = json.load(file)
+    assert written == report and set(written["final"]) == set(FINAL)
+    assert all(0 <= written["final"][name] < 1 for name in FINAL)
+    assert [r["epoch"] for r in written["history"]] == [1]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == written["final"]
+
+
+def test_demo_default_epochs_depend_on_the_model_and_resume_continues(demo, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    common = ["--model", "dense", "--limit", "64", "--out", out, "--quiet"]
+    demo.main(common + ["--epochs", "1"])
+    report = demo.main(common + ["--epochs", "2", "--resume"])
+    assert [r["epoch"] for r in report["history"]] == [1, 2]
+    assert report["args"]["epochs"] == 2
+    assert demo.DEFAULT_EPOCHS == {"conv": 30, "dense": 60, "deep": 60, "denoising": 30}
