@@ -1,10 +1,12 @@
 """The models of the lecture, each in its own short file, composed from :mod:`scratchgen.nn` layers."""
 
-from scratchgen.models.classifier import MLPClassifier  # noqa: F401
-from scratchgen.models.classifier import ConvClassifier  # noqa: F401
-from scratchgen.models.vae import VAE, ConvVAE, DenseVAE, VAELoss, importance_sampled_nll  # noqa: F401
+from scratchgen.models.classifier import ConvClassifier, MLPClassifier  # noqa: F401
 from scratchgen.models.autoencoder import (  # noqa: F401
     Autoencoder, ConvAutoencoder, DeepAutoencoder, DenoisingAutoencoder, DenseAutoencoder, corrupt,
     reconstruction_loss,
 )
 from scratchgen.models.baselines import PCA, linear_probe_accuracy, reconstruction_errors  # noqa: F401
+from scratchgen.models.made import GaussianMixtureMADE, MADE  # noqa: F401
+from scratchgen.models.fvsbn import FVSBN, IndependentBernoulli, bits_per_dim  # noqa: F401
+from scratchgen.models.vae import VAE, ConvVAE, DenseVAE, VAELoss, importance_sampled_nll  # noqa: F401
+from scratchgen.models.pixelcnn import PixelCNN  # noqa: F401

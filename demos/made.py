@@ -1,0 +1,242 @@
+"""Train MADE by exact maximum likelihood on binarised MNIST, or on a 2-D toy density.
+
+The explicit, tractable density of the lecture: p(x) = Π_i p(x_i | x_<i), every conditional computed by
+one masked network (Germain et al. 2015), trained by maximising log p(x) directly.
+
+    python demos/made.py                                   # 784-500-784, 60 epochs, embedded MNIST
+    python demos/made.py --num-masks 8 --order-agnostic    # connectivity- and order-agnostic training;
+                                                           # the test NLL is then that of the 8-mask ensemble
+    python demos/made.py --dataset ring8                   # mixture-of-Gaussians conditionals in 2-D
+                                                           # (also grid25, two_moons, swiss_roll)
+
+Images (``--dataset embedded | mnist | fashion_mnist``, binarised at pixel > 127) write samples.png,
+completions.png (the first half of the ordering, the upper half of the digit in raster order, taken from
+test digits and the rest sampled) and learning_curve.png; metrics.json holds ``train_nll_nats``,
+``test_nll_nats`` and ``bits_per_dim`` per epoch, and, at the end, the two baselines in the same units:
+independent Bernoulli pixels and the fully visible sigmoid belief net (FVSBN, trained here with Adam 1e-2
+for ``--fvsbn-epochs`` epochs from the independent model; 20 is about where its test NLL bottoms out).
+
+Toys write density.png (the true density beside the learned one), samples.png (the model's samples over
+the true density), marginals.png (the 1-D marginal densities, learned and true, over a histogram of the
+test points) and learning_curve.png; metrics.json holds the test log-likelihood per point in nats
+(``test_log_likelihood``) and, for the two Gaussian mixtures, that of the true density on the same points.
+The model sees the points standardised (mean 0, variance 1 per coordinate); the log-likelihoods reported
+are of the original points, corrected by the change of variables.
+
+The last line printed is the final metrics as JSON.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from matplotlib.figure import Figure
+
+from scratchgen import data, experiment, no_grad, optim, plot, tensor
+from scratchgen.checkpoint import atomic_write
+from scratchgen.data import DataLoader, binarize, load_mnist
+from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
+
+IMAGE_DATASETS = ("embedded", "mnist", "fashion_mnist")
+TOYS = {  # name: (sampler, its exact mixture if it has one)
+    "ring8": (data.ring8, data.ring8_mixture()),
+    "grid25": (data.grid25, data.grid25_mixture()),
+    "two_moons": (data.two_moons, None),
+    "swiss_roll": (data.swiss_roll, None),
+}
+
+
+def parse_args(argv=None):
+    parser = experiment.demo_parser(__doc__.splitlines()[0], datasets=IMAGE_DATASETS + tuple(TOYS),
+                                    epochs=60, batch_size=100, lr=1e-3)
+    parser.add_argument("--hidden", type=int, nargs="+", default=None,
+                        help="hidden layer sizes (default: 500 for images, 128 128 for toys)")
+    parser.add_argument("--ordering", choices=("natural", "random"), default="natural",
+                        help="input ordering of the first mask set (natural: raster order)")
+    parser.add_argument("--num-masks", type=int, default=1, help="mask sets to cycle through in training "
+                        "(connectivity-agnostic) and to average over at test time")
+    parser.add_argument("--resample-every", type=int, default=1, help="steps between mask changes")
+    parser.add_argument("--order-agnostic", action="store_true", help="a new random ordering with every mask set")
+    parser.add_argument("--components", type=int, default=10, help="Gaussians per conditional (toys)")
+    parser.add_argument("--samples", type=int, default=64, help="images in samples.png (toys: 2,000 points)")
+    parser.add_argument("--fvsbn-epochs", type=int, default=20, help="epochs of the FVSBN baseline (0: skip it)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N training and test examples")
+    return parser.parse_args(argv)
+
+
+def load_data(args):
+    """(train, test) as float32 arrays (N, D): binarised flattened images, or toy points."""
+    if args.dataset in TOYS:
+        sampler = TOYS[args.dataset][0]
+        train, test = sampler(20_000, rng=args.seed), sampler(5_000, rng=args.seed + 1)
+    else:
+        train = binarize(load_mnist(args.dataset, "train")[0]).reshape(-1, 784)
+        test = binarize(load_mnist(args.dataset, "test")[0]).reshape(-1, 784)
+    return train[: args.limit], test[: args.limit]
+
+
+def negative_log_likelihood(model, x, masks: int = 1, batch_size: int = 500) -> float:
+    """Mean -log p(x) in nats over the rows of x, without recording a graph."""
+    total, ensemble = 0.0, {"masks": masks} if masks > 1 else {}
+    with no_grad():
+        for start in range(0, len(x), batch_size):
+            total -= model.log_prob(tensor(x[start:start + batch_size]), **ensemble).sum().item()
+    return total / len(x)
+
+
+def train(model, train_x, run, args, evaluate) -> None:
+    """Adam on the mean negative log-likelihood; the mask set changes every ``--resample-every`` steps.
+
+    ``evaluate()`` returns the test metrics logged after each epoch.
+    """
+    loader = DataLoader(train_x, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    opt = optim.Adam(model.parameters(), lr=args.lr)
+    start = run.resume(model=model, optimizer=opt, loader=loader)
+    for epoch in range(start, args.epochs + 1):
+        total, seen = 0.0, 0
+        bar = run.progress(loader, epoch)
+        for step, (x,) in enumerate(bar, start=(epoch - 1) * len(loader) + 1):
+            opt.zero_grad()
+            loss = -model.log_prob(x).mean()
+            loss.backward()
+            opt.step()
+            if step % args.resample_every == 0:
+                model.next_masks()
+            total, seen = total + loss.item() * len(x), seen + len(x)
+            bar.set(nll=total / seen)
+        run.log_epoch(epoch, train_nll_nats=total / seen, **evaluate())
+        run.save_checkpoint(epoch)
+
+
+def images(args, run) -> dict:
+    train_x, test_x = load_data(args)
+    dims = train_x.shape[1]
+    model = MADE(dims, args.hidden or (500,), ordering=None if args.ordering == "natural" else "random",
+                 num_masks=args.num_masks, order_agnostic=args.order_agnostic, seed=args.seed)
+
+    def evaluate():
+        nll = negative_log_likelihood(model, test_x, masks=args.num_masks)
+        return {"test_nll_nats": nll, "bits_per_dim": bits_per_dim(nll, dims)}
+
+    train(model, train_x, run, args, evaluate)
+    final = {name: value for name, value in run.history.last.items() if name != "epoch"}
+    final["train_wall_time_s"] = run.elapsed
+
+    side = int(round(dims ** 0.5))
+    plot.image_grid(model.sample(args.samples), run.path("samples.png"), title=f"MADE samples ({args.dataset})")
+    given = test_x[:8]
+    completions = [model.sample(x=given, start=dims // 2).numpy() for _ in range(4)]
+    shown = np.full_like(given, 0.5)  # the pixels the model was given; grey where it must fill in
+    first_half = model.ordering.numpy()[: dims // 2]
+    shown[:, first_half] = given[:, first_half]
+    rows = np.stack([given, shown] + completions, axis=1).reshape(-1, side, side)
+    plot.image_grid(rows, run.path("completions.png"), nrow=6,
+                    title="test digit | pixels given | 4 completions")
+    plot.loss_curves(run.history, run.path("learning_curve.png"), keys=["train_nll_nats", "test_nll_nats"],
+                     title="MADE: negative log-likelihood (nats)")
+
+    independent = IndependentBernoulli(dims).fit(train_x)
+    final["independent_bernoulli_test_nll_nats"] = negative_log_likelihood(independent, test_x)
+    if args.fvsbn_epochs:
+        began = time.perf_counter()
+        fvsbn = FVSBN(dims).fit_marginals(train_x)
+        opt = optim.Adam(fvsbn.parameters(), lr=1e-2)
+        loader = DataLoader(train_x, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+        for _ in range(args.fvsbn_epochs):
+            for (x,) in loader:
+                opt.zero_grad()
+                (-fvsbn.log_prob(x).mean()).backward()
+                opt.step()
+        final["fvsbn_test_nll_nats"] = negative_log_likelihood(fvsbn, test_x)
+        final["fvsbn_wall_time_s"] = time.perf_counter() - began
+    return run.finish(**final)
+
+
+def toy(args, run) -> dict:
+    train_x, test_x = load_data(args)
+    mixture = TOYS[args.dataset][1]
+    # The model sees standardised points z = (x - mean) / scale, each coordinate of mean 0 and variance 1,
+    # the scale at which its initial outputs already lie; the density of x is then
+    # log p(x) = log p_z(z) - Σ_d log scale_d (the change of variables).
+    mean, scale = train_x.mean(axis=0), train_x.std(axis=0)
+    log_jacobian = float(np.log(scale).sum())
+    model = GaussianMixtureMADE(2, args.components, args.hidden or (128, 128),
+                                ordering=None if args.ordering == "natural" else "random",
+                                num_masks=args.num_masks, order_agnostic=args.order_agnostic, seed=args.seed)
+
+    def log_density(points):
+        return model.log_prob(tensor((points - mean) / scale), masks=args.num_masks) - log_jacobian
+
+    def evaluate():
+        return {"test_log_likelihood": -negative_log_likelihood(model, (test_x - mean) / scale, masks=args.num_masks)
+                - log_jacobian}
+
+    train(model, (train_x - mean) / scale, run, args, evaluate)
+    final = {"test_log_likelihood": run.history.last["test_log_likelihood"], "train_wall_time_s": run.elapsed}
+
+    low, high = train_x.min(axis=0), train_x.max(axis=0)
+    centre, half = (low + high) / 2, 0.6 * (high - low).max()
+    bounds = tuple((float(c - half), float(c + half)) for c in centre)
+    if mixture is not None:
+        final["true_test_log_likelihood"] = float(mixture.log_prob(test_x).mean())
+        true_density, true_title = mixture.log_prob, "true density"
+    else:  # no closed form: a fine histogram of many samples stands in for it
+        true_density = _histogram_log_density(TOYS[args.dataset][0], bounds, args.seed)
+        true_title = "true density (histogram)"
+    plot.density_comparison(true_density, log_density, run.path("density.png"), bounds,
+                            titles=(true_title, "MADE density"),
+                            title=f"{args.dataset}: test log-likelihood {final['test_log_likelihood']:.3f} nats/point")
+    samples = model.sample(2000).numpy() * scale + mean
+    plot.scatter_over_density(samples, run.path("samples.png"), log_density=true_density, bounds=bounds,
+                              title="2,000 MADE samples over the true density")
+    densities = {"MADE": log_density} if mixture is None else {"true": mixture.log_prob, "MADE": log_density}
+    _marginals(test_x, densities, bounds, run.path("marginals.png"))
+    plot.loss_curves(run.history, run.path("learning_curve.png"), keys=["test_log_likelihood"],
+                     title="MADE: test log-likelihood (nats per point)")
+    return run.finish(**final)
+
+
+def _marginals(points, log_densities: dict, bounds, path, grid_size: int = 250) -> None:
+    """Density estimation in one dimension: each coordinate's marginal, as a histogram of the test points
+    and as each 2-D density integrated over the other coordinate on a grid (a Riemann sum). In the
+    natural ordering MADE's marginal of x1 is its first conditional, a plain 1-D mixture of Gaussians."""
+    fig = Figure(figsize=(10, 3.5))
+    for axis, ax in enumerate(fig.subplots(1, 2)):
+        along, across = (np.linspace(*bounds[a], grid_size) for a in (axis, 1 - axis))
+        grid = np.empty((grid_size, grid_size, 2), dtype=np.float32)
+        grid[..., axis], grid[..., 1 - axis] = np.meshgrid(along, across, indexing="ij")
+        ax.hist(points[:, axis], bins=200, range=bounds[axis], density=True, histtype="stepfilled", color="0.8",
+                label="test points")
+        for name, log_density in log_densities.items():
+            with no_grad():
+                log_p = plot.to_host(log_density(grid.reshape(-1, 2))).reshape(grid_size, grid_size)
+            ax.plot(along, np.exp(log_p).sum(axis=1) * (across[1] - across[0]), label=name)
+        ax.set_xlabel(f"x{axis + 1}")
+        ax.legend(loc="upper right", fontsize="small")
+    fig.suptitle("marginal densities")
+    with atomic_write(path) as file:
+        fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
+
+
+def _histogram_log_density(sampler, bounds, seed, grid_size: int = 150, n: int = 400_000):
+    """log p on density_comparison's grid, from a 2-D histogram of ``n`` samples (row 0 at the bottom)."""
+    points = sampler(n, rng=seed + 2)
+    (x0, x1), (y0, y1) = bounds
+    # Bins centred on the grid points that density_comparison evaluates (linspace from edge to edge).
+    step_x, step_y = (x1 - x0) / (grid_size - 1), (y1 - y0) / (grid_size - 1)
+    counts, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=grid_size,
+                                  range=((y0 - step_y / 2, y1 + step_y / 2), (x0 - step_x / 2, x1 + step_x / 2)))
+    with np.errstate(divide="ignore"):
+        return np.log(counts / (n * step_x * step_y))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    run = experiment.Run(args, name="made")
+    return toy(args, run) if args.dataset in TOYS else images(args, run)
+
+
+if __name__ == "__main__":
+    main()
