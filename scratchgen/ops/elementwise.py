@@ -174,11 +174,11 @@ class LeakyReLU(Function):
     """d/dx leaky_relu(x) = 1 where x > 0, else the negative slope."""
 
     def forward(self, x, negative_slope):
-        self.slope = xp.where(x > 0, x.dtype.type(1), x.dtype.type(negative_slope))
-        return x * self.slope
+        self.positive, self.slope = x > 0, negative_slope  # a boolean mask: cheaper than an array of slopes
+        return xp.where(self.positive, x, x * negative_slope)
 
     def backward(self, grad):
-        return grad * self.slope
+        return xp.where(self.positive, grad, grad * self.slope)
 
 
 class Softplus(Function):
