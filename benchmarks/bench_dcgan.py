@@ -19,14 +19,13 @@ arrays take during a step (tracemalloc sees NumPy's allocations, not PyTorch's).
 """
 
 import argparse
-import statistics
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import configure_threads, machine, try_import_torch  # noqa: E402
+from common import configure_threads, interleaved_times, machine, try_import_torch  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -99,26 +98,6 @@ def peak_memory_mb(step) -> float:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak / 2**20
-
-
-def interleaved_times(named_steps: dict, warmup: int, repeats: int) -> dict:
-    """(median, min) ms of each step, timing them in turn, round after round, so that all see the same
-    machine. On a machine shared with other work the minimum is the better estimate of the step's cost.
-
-    The warm-up also runs every step in turn, as a GAN's training loop does: the process's malloc then
-    reuses the memory that the largest arrays freed instead of mapping fresh pages for every step
-    (first-touch page faults are costly on some virtual machines).
-    """
-    for _ in range(warmup):
-        for step in named_steps.values():
-            step()
-    times = {name: [] for name in named_steps}
-    for _ in range(repeats):
-        for name, step in named_steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 sg.manual_seed(0)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import configure_threads, machine, print_table, time_step, try_import_torch  # noqa: E402
+from common import configure_threads, interleaved_times, machine, try_import_torch  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -62,7 +62,7 @@ def numpy_step():
         h = x_host @ w1.T + b1
         a = np.maximum(h, 0)
         z = a @ w2.T + b2
-        _loss = (np.maximum(z, 0) + np.log(1 + np.exp(-np.abs(z))) - z * x_host).mean()
+        loss = (np.maximum(z, 0) + np.log(1 + np.exp(-np.abs(z))) - z * x_host).mean()
         dz = (0.5 * (1 + np.tanh(0.5 * z)) - x_host) / z.size
         grads = [None, None, dz.T @ a, dz.sum(0)]
         da = dz @ w2
@@ -83,6 +83,7 @@ def numpy_step():
             np.divide(mi, scratch, out=scratch)
             scratch *= 1e-3 / (1 - 0.9 ** t[0])
             p -= scratch
+        return loss
 
     return step
 
@@ -121,13 +122,20 @@ def op_overhead_us(repeats: int = 20000) -> tuple[float, float]:
     return forward, both
 
 
-rows = [("hand-written NumPy (floor)", time_step(numpy_step(), repeats=args.repeats), "")]
-rows.append(("scratchgen", time_step(scratchgen_step(), repeats=args.repeats), f"backend {sg.get_backend()}"))
+steps = {"hand-written NumPy (floor)": numpy_step(), "scratchgen": scratchgen_step()}
 torch = try_import_torch(args.threads)
 if torch is not None:
-    rows.append((f"PyTorch {torch.__version__} CPU", time_step(torch_step(torch), repeats=args.repeats), ""))
-print_table(f"MLP 784-500-784 training step, batch {BATCH}, float32, {args.threads} threads, {machine()}", rows)
+    steps[f"PyTorch {torch.__version__} CPU"] = torch_step(torch)
+times = interleaved_times(steps, warmup=5, repeats=args.repeats)
+rows = [(name, *times[name]) for name in steps]
+print(f"MLP 784-500-784 training step, batch {BATCH}, float32, {args.threads} threads, {machine()}, "
+      f"backend {sg.get_backend()}")
+print(f"  {'median (min) per step':<30} {'ms':>18}   vs hand NumPy")
+for name, median, fastest in rows:
+    print(f"  {name:<30} {median:8.2f} ({fastest:6.2f})   {median / rows[0][1]:5.2f}x")
 if torch is not None:
-    print(f"  scratchgen / PyTorch = {rows[1][1] / rows[2][1]:.2f}   hand NumPy / PyTorch = {rows[0][1] / rows[2][1]:.2f}")
+    t_median, t_min = times[f"PyTorch {torch.__version__} CPU"]
+    s_median, s_min = times["scratchgen"]
+    print(f"  scratchgen / PyTorch: {s_median / t_median:.2f}x by median, {s_min / t_min:.2f}x by minimum")
 fwd, both = op_overhead_us()
 print(f"autograd overhead per op (1-element tensors): {fwd:.1f} us forward, {both:.1f} us forward + backward")

@@ -18,16 +18,24 @@ def configure_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
-def time_step(step, warmup: int = 5, repeats: int = 30) -> float:
-    """Median wall time of ``step()`` in milliseconds, after ``warmup`` untimed calls."""
+def interleaved_times(named_steps: dict, warmup: int, repeats: int) -> dict:
+    """(median, min) ms of each step, timing them in turn, round after round, so that all see the same
+    machine. On a machine shared with other work the minimum is the better estimate of the step's cost.
+
+    The warm-up also runs every step in turn, as a GAN's training loop does: the process's malloc then
+    reuses the memory that the largest arrays freed instead of mapping fresh pages for every step
+    (first-touch page faults are costly on some virtual machines).
+    """
     for _ in range(warmup):
-        step()
-    times = []
+        for step in named_steps.values():
+            step()
+    times = {name: [] for name in named_steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, step in named_steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def machine() -> str:
@@ -42,11 +50,3 @@ def try_import_torch(threads: int):
         return None
     torch.set_num_threads(threads)
     return torch
-
-
-def print_table(title: str, rows) -> None:
-    """rows: (name, milliseconds, note) tuples; the first row is the reference for the ratio column."""
-    print(title)
-    reference = rows[0][1]
-    for name, ms, note in rows:
-        print(f"  {name:<34} {ms:9.2f} ms   {ms / reference:5.2f}x   {note}")
