@@ -12,7 +12,7 @@ Each function draws one kind of picture, writes it atomically (see
 * :func:`manifold`: images decoded from a grid of 2-D latents (Kingma & Welling 2014, fig. 4);
 * :func:`interpolation_strip`: rows of images decoded along paths between two codes;
 * :func:`samples_over_training`: the same noise through the generator at several epochs, a GAN learning
-  over time (after Goodfellow et al. 2014, fig. 2).
+  over time (after Goodfellow et al. 2014, fig. 2); :func:`scatter_over_training`, the same for 2-D samples.
 
 We use Matplotlib's object-oriented API (``matplotlib.figure.Figure``), not ``pyplot``: a figure made
 this way belongs to no window and no global state, so it needs no display and no backend switch, and
@@ -41,7 +41,7 @@ from scratchgen.train import History
 
 __all__ = [
     "image_grid", "reconstructions", "loss_curves", "scatter_over_density", "density_comparison",
-    "latent_scatter", "manifold", "interpolation_strip", "samples_over_training", "to_host",
+    "latent_scatter", "manifold", "interpolation_strip", "samples_over_training", "scatter_over_training", "to_host",
 ]
 
 _PIXELS_PER_INCH = 40  # an MNIST digit becomes about 0.7 inch: readable without huge files
@@ -326,6 +326,38 @@ def density_comparison(true_log_density, learned_log_density, path, bounds, samp
         fig.axes[1].scatter(points[:, 0], points[:, 1], s=4, c="tab:red", alpha=0.6, linewidths=0)
         fig.axes[1].set_xlim(bounds[0])
         fig.axes[1].set_ylim(bounds[1])
+    return _save(fig, path, title)
+
+
+def scatter_over_training(snapshots, path, log_density=None, bounds=None, grid_size: int = 150, columns: int = 5,
+                          label: str = "epoch", title: str | None = "samples through training") -> str:
+    """One panel of 2-D samples per snapshot, over the true density, ``columns`` panels per row.
+
+    Args:
+        snapshots: a list of (epoch or step, samples (N, 2)).
+        log_density, bounds, grid_size: as in :func:`scatter_over_density`; the bounds, if not given, are
+            those of the last snapshot's samples, shared by every panel.
+        label: what the number counts, written above each panel ("epoch 5").
+    """
+    clouds = [(when, _points(samples, "scatter_over_training")) for when, samples in snapshots]
+    bounds = _bounds(bounds, clouds[-1][1])
+    density = None if log_density is None else _density_grid(log_density, bounds, grid_size)
+    columns = min(columns, len(clouds))
+    rows = math.ceil(len(clouds) / columns)
+    fig = Figure(figsize=(2.6 * columns, 2.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (when, points) in zip(axes, clouds):
+        if density is not None:
+            _heatmap(ax, density, bounds)
+        ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
+        ax.set_xlim(bounds[0])
+        ax.set_ylim(bounds[1])
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{label} {when}", fontsize="small")
+    for ax in axes[len(clouds):]:
+        ax.set_axis_off()
     return _save(fig, path, title)
 
 

@@ -1,0 +1,211 @@
+"""Train a GAN (Goodfellow et al. 2014, Algorithm 1) on a 2-D mixture or on MNIST, and judge its samples.
+
+    python demos/gan.py --dataset ring8      # 8 Gaussians on a circle: 20 epochs of 1,000 iterations
+    python demos/gan.py --dataset grid25     # 25 Gaussians on a grid: 40 epochs of 1,000 iterations
+    python demos/gan.py --dataset mnist      # the small DCGAN on the embedded MNIST subset
+
+A GAN counts *iterations* (k discriminator steps, then one generator step), not passes over a dataset:
+here an "epoch" is ``--iterations-per-epoch`` iterations, after which the demo logs, snapshots its
+samples and writes a checkpoint, so iterations in all = ``--epochs`` × ``--iterations-per-epoch``.
+The defaults, per dataset, are the configurations whose figures the README reports.
+
+Writes into --out (default runs/gan_<dataset>):
+
+* ``samples.png``: for the mixtures, 2,500 samples over the true density; for MNIST, 100 samples;
+* ``samples_over_training.png``: the same noise through the generator after each few epochs;
+* ``losses.png`` (the two players' losses) and ``scores.png`` (mean D(x) and D(G(z))), against iterations;
+* ``metrics.json``, and the final metrics as one JSON line: for the mixtures ``modes`` and
+  ``high_quality`` (see :func:`scratchgen.metrics.mode_coverage`); for MNIST ``class_shares``,
+  ``inception_score`` and ``frechet_distance``, each beside its ``real_`` counterpart for real test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from scratchgen import experiment, metrics, optim, plot, tensor
+from scratchgen.data import DataLoader, grid25_mixture, load_mnist, ring8_mixture
+from scratchgen.models.classifier import _as_float_images
+from scratchgen.models.gan import DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator
+
+# The configuration of each dataset; any of them can be overridden on the command line.
+DEFAULTS = {
+    "ring8": dict(epochs=20, iterations_per_epoch=1000, batch_size=100, latent_dim=2, packing=2, decay_from=0.5,
+                  eval_samples=2500),
+    "grid25": dict(epochs=40, iterations_per_epoch=1000, batch_size=100, latent_dim=2, packing=2, decay_from=0.5,
+                   eval_samples=2500),
+    "mnist": dict(epochs=24, iterations_per_epoch=250, batch_size=64, latent_dim=100, packing=2, decay_from=0.5,
+                  eval_samples=10000),
+}
+MIXTURES = {"ring8": ring8_mixture, "grid25": grid25_mixture}
+CURVE_EVERY = 100  # iterations averaged into one point of the loss curves
+
+
+def parse_args(argv=None):
+    parser = experiment.demo_parser(__doc__.splitlines()[0], dataset="ring8", datasets=tuple(DEFAULTS),
+                                    epochs=None, batch_size=None, lr=2e-4)
+    parser.add_argument("--iterations-per-epoch", type=int, default=None, help="iterations between checkpoints")
+    parser.add_argument("--k", type=int, default=1, help="discriminator steps per iteration")
+    parser.add_argument("--loss", choices=("non_saturating", "saturating"), default="non_saturating",
+                        help="the generator's loss")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                        help="Adam (beta1 = --beta1) or SGD with momentum (= --beta1), for both players")
+    parser.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1, or SGD's momentum")
+    parser.add_argument("--decay-from", type=float, default=None,
+                        help="fraction of training after which the learning rate falls linearly to 0 (1: never); "
+                             "the schedule follows --epochs, so resuming with more epochs changes it")
+    parser.add_argument("--packing", type=int, default=None, help="samples the discriminator judges at once (PacGAN)")
+    parser.add_argument("--latent-dim", type=int, default=None, help="dimension of the noise z")
+    parser.add_argument("--model", choices=("dcgan", "dense"), default="dcgan", help="networks for MNIST")
+    parser.add_argument("--mnist-source", choices=("embedded", "mnist", "fashion_mnist"), default="embedded",
+                        help="images for --dataset mnist (see scratchgen.data.load_mnist)")
+    parser.add_argument("--eval-samples", type=int, default=None, help="samples the final metrics judge")
+    # A testing aid, hidden from --help: train the MNIST judge on this many images only.
+    parser.add_argument("--judge-subset", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name, value in DEFAULTS[args.dataset].items():  # fill in what was not given
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def build(args):
+    """The two networks and their optimisers, wrapped in the trainer."""
+    if args.dataset in MIXTURES:
+        generator = MLPGenerator(args.latent_dim, (2,))
+        discriminator = MLPDiscriminator((2,), packing=args.packing)
+    elif args.model == "dcgan":
+        generator, discriminator = DCGANGenerator(args.latent_dim), DCGANDiscriminator(packing=args.packing)
+    else:
+        generator = MLPGenerator(args.latent_dim, (1, 28, 28), hidden=(256, 512), tanh=True)
+        discriminator = MLPDiscriminator((1, 28, 28), hidden=(512, 256), packing=args.packing)
+
+    def optimizer(params):
+        if args.optimizer == "sgd":
+            return optim.SGD(params, lr=args.lr, momentum=args.beta1)
+        return optim.Adam(params, lr=args.lr, betas=(args.beta1, 0.999))
+
+    return GANTrainer(generator, discriminator, optimizer(generator.parameters()),
+                      optimizer(discriminator.parameters()), k=args.k, loss=args.loss)
+
+
+def learning_rate(args, iteration: int, total: int) -> float:
+    """--lr until --decay-from of training, then linearly down to 0 at the end (a function of the
+    iteration alone, so a resumed run follows the same schedule)."""
+    start = args.decay_from * total
+    if iteration < start:
+        return args.lr
+    return args.lr * (total - iteration) / max(total - start, 1)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    run = experiment.Run(args, name=f"gan_{args.dataset}")
+    trainer = build(args)
+    m = args.batch_size
+    if args.dataset in MIXTURES:
+        mixture = MIXTURES[args.dataset]()
+        loader = None
+        real_batch = lambda: tensor(mixture.sample(m))  # noqa: E731  fresh samples, from scratchgen's seed
+    else:
+        images, _ = load_mnist(args.mnist_source, "train")
+        loader = DataLoader(_as_float_images(images) * 2 - 1, batch_size=m, shuffle=True, seed=args.seed,
+                            drop_last=True)  # pixels in [-1, 1], the range of the generator's tanh
+        batches = endless(loader)
+        real_batch = lambda: next(batches)  # noqa: E731
+    # Fixed codes for the pictures through training, from their own generator: the training stream is untouched.
+    fixed_noise = tensor(np.random.default_rng(args.seed).standard_normal(
+        (500 if loader is None else 20, args.latent_dim), dtype=np.float32))
+    objects = {"trainer": trainer} if loader is None else {"trainer": trainer, "loader": loader}
+    start = run.resume(**objects)
+    run.state.setdefault("snapshots", [])
+    run.state.setdefault("curves", {"epoch": []})
+
+    total = args.epochs * args.iterations_per_epoch
+    for epoch in range(start, args.epochs + 1):
+        window, epoch_stats = [], []
+        for _ in run.progress(range(args.iterations_per_epoch), epoch):
+            lr = learning_rate(args, trainer.iteration, total)
+            trainer.generator_optimizer.lr = trainer.discriminator_optimizer.lr = lr
+            window.append(trainer.train_iteration(real_batch))
+            if len(window) == CURVE_EVERY or trainer.iteration % args.iterations_per_epoch == 0:
+                means = mean_stats(window)
+                record(run.state["curves"], trainer.iteration, means)
+                epoch_stats.append((len(window), means))
+                window = []
+        summary = {name: sum(n * s[name] for n, s in epoch_stats) / sum(n for n, _ in epoch_stats)
+                   for name in epoch_stats[0][1]}
+        if args.dataset in MIXTURES:
+            summary.update(metrics.mode_coverage(trainer.sample(args.eval_samples), mixture))
+        if epoch in snapshot_epochs(args.epochs):
+            run.state["snapshots"].append([epoch, trainer.sample(len(fixed_noise), noise=fixed_noise).numpy()])
+        run.log_epoch(epoch, **summary)
+        run.save_checkpoint(epoch)
+
+    final = {"iterations": trainer.iteration}
+    samples = trainer.sample(args.eval_samples)
+    if args.dataset in MIXTURES:
+        final.update(metrics.mode_coverage(samples, mixture))
+        bounds = (-1.5, 1.5) if args.dataset == "ring8" else (-5.5, 5.5)
+        plot.scatter_over_density(samples, run.path("samples.png"), mixture.log_prob, bounds=bounds,
+                                  title=f"{final['modes']} modes, {100 * final['high_quality']:.1f}% high quality")
+        plot.scatter_over_training(run.state["snapshots"], run.path("samples_over_training.png"), mixture.log_prob,
+                                   bounds=bounds)
+    else:
+        final.update(judge_images(args, samples, run))
+        plot.image_grid(samples[:100], run.path("samples.png"), nrow=10, value_range=(-1, 1),
+                        title=f"inception score {final['inception_score']:.2f} (real {final['real_inception_score']:.2f})")
+        plot.samples_over_training(run.state["snapshots"], run.path("samples_over_training.png"), value_range=(-1, 1))
+    curves = run.state["curves"]
+    plot.loss_curves({"epoch": curves["epoch"], "D: -V(D, G)": curves["d_loss"], f"G: {args.loss}": curves["g_loss"]},
+                     run.path("losses.png"), xlabel="iteration", title="the two players' losses")
+    plot.loss_curves({"epoch": curves["epoch"], "mean D(x)": curves["real_score"], "mean D(G(z))": curves["fake_score"]},
+                     run.path("scores.png"), xlabel="iteration", title="the discriminator's verdicts")
+    return run.finish(**final)
+
+
+def endless(loader):
+    """The loader's batches, epoch after epoch, without end (one tensor each)."""
+    while True:
+        for (x,) in loader:
+            yield x
+
+
+def mean_stats(window) -> dict:
+    """The mean of each statistic over a list of train_iteration results (one host transfer per name)."""
+    return {name: float(np.mean([s[name].item() for s in window])) for name in window[0]}
+
+
+def record(curves: dict, iteration: int, means: dict) -> None:
+    """Add one point to the curves (columns keyed as plot.loss_curves wants, "epoch" holding the x axis)."""
+    curves["epoch"].append(iteration)
+    for name, value in means.items():
+        curves.setdefault(name, []).append(value)
+
+
+def snapshot_epochs(epochs: int, count: int = 10) -> set:
+    """About ``count`` epochs spread over training, the first and last included."""
+    return {int(round(e)) for e in np.linspace(1, epochs, min(count, epochs))}
+
+
+def judge_images(args, samples, run) -> dict:
+    """Class shares, Inception Score and Fréchet distance of the samples, and of real images (the ceiling)."""
+    classifier, accuracy = metrics.mnist_classifier(args.mnist_source, train_subset=args.judge_subset,
+                                                    verbose=not args.quiet)
+    test_images, _ = load_mnist(args.mnist_source, "test")
+    train_images, _ = load_mnist(args.mnist_source, "train")
+    fake = metrics.classifier_scores(classifier, (samples.numpy() + 1) / 2, test_images)
+    # The real ceiling: test images scored the same way; their Fréchet distance is to the training images.
+    real = metrics.classifier_scores(classifier, test_images, train_images)
+    result = {"judge_test_accuracy": accuracy, "min_class_share": min(fake["class_shares"]),
+              "real_min_class_share": min(real["class_shares"])}
+    for name in ("class_shares", "inception_score", "frechet_distance"):
+        result[name], result[f"real_{name}"] = fake[name], real[name]
+    result["inception_score_ratio"] = fake["inception_score"] / real["inception_score"]
+    return result
+
+
+if __name__ == "__main__":
+    main()

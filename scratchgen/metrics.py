@@ -1,0 +1,247 @@
+"""How good are a generator's samples? Metrics for models whose likelihood we cannot compute.
+
+A GAN has no log-likelihood to report, so it is judged by its samples. Two settings, two families:
+
+**2-D mixtures** (the ring of 8 Gaussians, the grid of 25), where the true modes are known
+(Srivastava et al., "VEEGAN", 2017; Lin et al., "PacGAN", 2018): :func:`mode_coverage`.
+
+* A sample is *high quality* when it lies within 3 standard deviations of its nearest mode.
+* A mode is *covered* when it is the nearest mode of at least one high-quality sample.
+
+Counting covered modes measures mode collapse; the share of high-quality samples measures how much mass
+falls between the modes, where the data has none.
+
+**Images** (MNIST), judged by a classifier trained on the real digits (Salimans et al. 2016 and Heusel
+et al. 2017, with a small MNIST classifier in place of ImageNet's Inception network):
+
+* :func:`class_shares`: how often each digit is the classifier's verdict; a collapsed generator leaves
+  some digits out.
+* :func:`inception_score`: exp(E_x KL(p(y|x) ‖ p(y))). High when each image is confidently one digit
+  (p(y|x) is sharp) *and* all digits appear (the marginal p(y) is flat); at most the number of classes.
+* :func:`frechet_distance`: the Fréchet (2-Wasserstein) distance between Gaussians fitted to the
+  classifier's features of generated and of real images,
+  ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½). Zero when the feature distributions' first two moments agree.
+
+:func:`mnist_classifier` trains that judge once (a :class:`~scratchgen.models.classifier.ConvClassifier`
+on the training split) and caches its weights, keyed by a hash of its configuration, and
+:func:`classifier_scores` applies it. Everything is computed on the host, in float64, with NumPy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy
+
+from scratchgen import backend
+
+__all__ = [
+    "mode_coverage", "class_shares", "inception_score", "frechet_distance", "gaussian_frechet_distance",
+    "mnist_classifier", "classifier_outputs", "classifier_scores",
+]
+
+
+# ------------------------------------------------------------------------------------- 2-D mixtures
+
+
+def mode_coverage(samples, mixture, threshold: float = 3.0) -> dict:
+    """Modes covered and the share of high-quality samples, for samples of a known Gaussian mixture.
+
+    Args:
+        samples: (N, 2) points (host or device array, or Tensor); the convention is N = 2,500.
+        mixture: a :class:`~scratchgen.data.GaussianMixture2D` (its means and std).
+        threshold: a sample is high quality within ``threshold`` standard deviations of its nearest mode.
+
+    Returns:
+        {"modes": number of covered modes (int), "high_quality": share of high-quality samples in [0, 1]}.
+    """
+    points = _host(samples).astype(numpy.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"mode_coverage: samples of shape {points.shape}; expected (N, 2)")
+    nearest, distance = mixture.nearest_mode(points)
+    good = distance <= threshold * mixture.std
+    return {"modes": int(len(numpy.unique(nearest[good]))), "high_quality": float(good.mean())}
+
+
+# -------------------------------------------------------------------------------- classifier-based
+
+
+def class_shares(probabilities, classes: int | None = None) -> numpy.ndarray:
+    """Share of the samples that the classifier assigns to each class (its most probable one).
+
+    Args:
+        probabilities: (N, C) p(y|x) per sample. classes: C, if not probabilities.shape[1].
+
+    Returns:
+        (C,) float64 shares summing to 1.
+    """
+    p = _host(probabilities)
+    classes = p.shape[1] if classes is None else classes
+    return numpy.bincount(p.argmax(axis=1), minlength=classes) / len(p)
+
+
+def inception_score(probabilities) -> float:
+    """exp(E_x KL(p(y|x) ‖ p(y))), with p(y) the mean of p(y|x) over the samples (Salimans et al. 2016).
+
+    Args:
+        probabilities: (N, C) p(y|x) per sample, rows summing to 1.
+
+    Returns:
+        A number in [1, C]: 1 when every sample gets the same distribution, C when each sample is
+        certainly one class and the classes are equally frequent.
+    """
+    p = _host(probabilities).astype(numpy.float64)
+    marginal = p.mean(axis=0, keepdims=True)
+    # 0·log 0 = 0: terms where p(y|x) = 0 contribute nothing (and p(y) > 0 wherever p(y|x) > 0).
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        terms = numpy.where(p > 0, p * (numpy.log(p) - numpy.log(marginal)), 0.0)
+    return float(numpy.exp(terms.sum(axis=1).mean()))
+
+
+def gaussian_frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½), the 2-Wasserstein distance² between N(μ₁, Σ₁) and N(μ₂, Σ₂).
+
+    Σ₁Σ₂ is not symmetric, but it has the eigenvalues of the symmetric positive semi-definite
+    M = Σ₁^½ Σ₂ Σ₁^½, so Tr((Σ₁Σ₂)^½) = Σᵢ √λᵢ(M): two symmetric eigendecompositions, no general
+    matrix square root (eigenvalues that round-off makes slightly negative are taken as 0).
+    """
+    mu1, mu2 = numpy.asarray(mu1, numpy.float64), numpy.asarray(mu2, numpy.float64)
+    sigma1, sigma2 = numpy.asarray(sigma1, numpy.float64), numpy.asarray(sigma2, numpy.float64)
+    values, vectors = numpy.linalg.eigh(sigma1)
+    root1 = (vectors * numpy.sqrt(numpy.clip(values, 0, None))) @ vectors.T  # Σ₁^½
+    middle = root1 @ sigma2 @ root1
+    trace_root = numpy.sqrt(numpy.clip(numpy.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + numpy.trace(sigma1) + numpy.trace(sigma2) - 2 * trace_root)
+
+
+def frechet_distance(features1, features2) -> float:
+    """The Fréchet distance between Gaussians fitted (mean, covariance) to two sets of features.
+
+    Args:
+        features1: (N1, D). features2: (N2, D). Each needs more rows than 1; covariances are unbiased.
+    """
+    a, b = _host(features1).astype(numpy.float64), _host(features2).astype(numpy.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"frechet_distance: features of shapes {a.shape} and {b.shape}; expected (N1, D) and (N2, D)")
+    return gaussian_frechet_distance(a.mean(axis=0), numpy.cov(a, rowvar=False),
+                                     b.mean(axis=0), numpy.cov(b, rowvar=False))
+
+
+# ----------------------------------------------------------------------------------- the MNIST judge
+
+
+def mnist_classifier(dataset: str = "embedded", epochs: int = 5, batch_size: int = 64, lr: float = 1e-3,
+                     seed: int = 0, cache_dir=None, train_subset: int | None = None, verbose: bool = False):
+    """The judge of generated digits: a ConvClassifier trained on the training split, cached on disk.
+
+    The first call trains it (about a minute on two cores for the embedded subset) and saves its weights
+    as ``mnist_classifier_<hash>.npz`` in ``cache_dir``; later calls with the same configuration load
+    them. The hash covers the architecture (the model's ``repr``) and every argument that changes the
+    weights, so a changed classifier is retrained rather than loaded. Training uses its own seed and
+    leaves scratchgen's random stream as it found it (on NumPy), so a demo draws the same samples
+    whether the judge was trained or loaded.
+
+    Args:
+        dataset: the :func:`~scratchgen.data.load_mnist` dataset to train and test on.
+        epochs, batch_size, lr, seed: the training settings.
+        cache_dir: where to keep the weights; by default the dataset cache (``~/.cache/scratchgen``).
+        train_subset: train on the first this many training images only (for fast tests).
+        verbose: print what happens.
+
+    Returns:
+        (model in eval mode, test accuracy).
+    """
+    from scratchgen.checkpoint import load, save
+    from scratchgen.data import default_cache_dir, load_mnist
+    from scratchgen.models.classifier import ConvClassifier, accuracy, train_classifier
+
+    with _own_random_stream(seed):  # initialising the model draws random numbers too
+        model = ConvClassifier()
+        config = {"model": repr(model), "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                  "seed": seed, "train_subset": train_subset}
+        key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"mnist_classifier_{key}.npz"
+        if path.exists():
+            saved = load(path)
+            model.load_state_dict(saved["model"])
+            if verbose:
+                print(f"judge: loaded {path} (test accuracy {saved['test_accuracy']:.4f})", flush=True)
+            return model.eval(), float(saved["test_accuracy"])
+        images, labels = load_mnist(dataset, "train")
+        if train_subset is not None:
+            images, labels = images[:train_subset], labels[:train_subset]
+        train_classifier(model, images, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    test_accuracy = accuracy(model, *load_mnist(dataset, "test"))
+    os.makedirs(path.parent, exist_ok=True)
+    save({"model": model.state_dict(), "config": config, "test_accuracy": test_accuracy}, path)
+    if verbose:
+        print(f"judge: trained a ConvClassifier, test accuracy {test_accuracy:.4f}, saved to {path}", flush=True)
+    return model.eval(), test_accuracy
+
+
+@contextlib.contextmanager
+def _own_random_stream(seed: int):
+    """Draw from scratchgen's generator seeded with ``seed`` in the block, then give the caller's stream
+    back where it was (on NumPy; CuPy's state cannot be saved, so there it is simply re-seeded)."""
+    saved = backend.get_rng_state() if backend.get_backend() == "numpy" else None
+    backend.manual_seed(seed)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            backend.set_rng_state(saved)
+
+
+def classifier_outputs(classifier, images, batch_size: int = 500):
+    """The classifier's probabilities p(y|x) and penultimate features for images, in one pass.
+
+    Args:
+        classifier: a model with ``features(x)`` and a ``head`` layer mapping features to logits, such as
+            :class:`~scratchgen.models.classifier.ConvClassifier`.
+        images: (N, 1, 28, 28) or (N, 28, 28), uint8 in 0..255 or floats in [0, 1].
+
+    Returns:
+        (probabilities (N, C), features (N, D)), host float32 arrays.
+    """
+    from scratchgen.autograd import no_grad
+    from scratchgen.models.classifier import _as_float_images
+    from scratchgen.nn import functional as F
+    from scratchgen.tensor import tensor
+
+    x = _as_float_images(_host(images))
+    classifier.eval()
+    probabilities, features = [], []
+    with no_grad():
+        for start in range(0, len(x), batch_size):
+            h = classifier.features(tensor(x[start:start + batch_size]))
+            probabilities.append(F.softmax(classifier.head(h), axis=1).numpy())
+            features.append(h.numpy())
+    return numpy.concatenate(probabilities), numpy.concatenate(features)
+
+
+def classifier_scores(classifier, images, reference_images) -> dict:
+    """Class shares, Inception Score and Fréchet distance to ``reference_images``, for ``images``.
+
+    Args:
+        classifier: see :func:`classifier_outputs`.
+        images: the images to judge, (N, 1, 28, 28) in [0, 1] (or uint8).
+        reference_images: real images whose features define the target distribution (the test split).
+
+    Returns:
+        {"class_shares": list of C floats, "inception_score": float, "frechet_distance": float}.
+    """
+    probabilities, features = classifier_outputs(classifier, images)
+    _, reference_features = classifier_outputs(classifier, reference_images)
+    return {"class_shares": class_shares(probabilities).tolist(), "inception_score": inception_score(probabilities),
+            "frechet_distance": frechet_distance(features, reference_features)}
+
+
+def _host(x) -> numpy.ndarray:
+    """A host NumPy array from a Tensor or an array of either backend."""
+    from scratchgen.tensor import Tensor
+
+    return numpy.asarray(backend.to_numpy(x.data if isinstance(x, Tensor) else x))

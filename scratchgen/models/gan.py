@@ -1,0 +1,360 @@
+"""Generative adversarial networks: a generator and a discriminator trained against each other.
+
+The implicit density of the lecture (Goodfellow et al., "Generative Adversarial Nets", 2014). A generator
+G maps noise z ~ N(0, I) to a sample G(z); a discriminator D maps a sample x to the probability D(x) that
+it came from the data rather than from G. They play
+
+    min_G max_D  V(D, G) = E_x[log D(x)] + E_z[log(1 − D(G(z)))].
+
+:class:`GANTrainer` follows the paper's Algorithm 1: each iteration takes ``k`` discriminator steps, each
+on a fresh minibatch of m noise samples and m data samples, ascending V; then one generator step on
+fresh noise, descending either the paper's *saturating* loss log(1 − D(G(z))) or the *non-saturating*
+−log D(G(z)) that the paper recommends in practice (its gradient is strong exactly when D rejects G's
+samples, early in training). Both players are optimised by whatever optimiser they are given: SGD with
+momentum, as in the paper, or Adam, as in DCGAN.
+
+The networks output logits l (D(x) = σ(l)), never probabilities, and the losses use
+
+    log D(x) = log σ(l) = −softplus(−l),        log(1 − D(x)) = log σ(−l) = −softplus(l),
+
+which stay finite for logits of any size, where log(σ(l)) would give log(0) = −inf once σ saturates.
+
+The networks:
+
+* :class:`MLPGenerator` and :class:`MLPDiscriminator`: dense networks for the 2-D toy mixtures and for
+  MNIST (ReLU in G, LeakyReLU(0.2) in D, as DCGAN advises);
+* :class:`DCGANGenerator` and :class:`DCGANDiscriminator`: the small DCGAN for 28×28 images (Radford et
+  al. 2016): transposed convolutions with batch norm in G, strided convolutions with LeakyReLU in D.
+
+Both discriminators can *pack* (Lin et al., "PacGAN", 2018): with ``packing=p`` D judges p samples at
+once, all real or all fake, concatenated along the features (or channels). A generator that puts all
+its samples on a few modes makes packs that look unlike real ones (too many near-duplicates), so D can
+punish mode collapse, which it cannot see one sample at a time.
+
+Builds on :mod:`scratchgen.nn` (layers, softplus, batch norm, convolutions) and :mod:`scratchgen.optim`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from scratchgen import nn
+from scratchgen.autograd import no_grad
+from scratchgen.nn import functional as F
+from scratchgen.ops import concatenate
+from scratchgen.tensor import Tensor, randn
+
+__all__ = [
+    "value_function", "discriminator_loss", "generator_loss", "GENERATOR_LOSSES", "pack",
+    "MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "GANTrainer", "frozen",
+]
+
+GENERATOR_LOSSES = ("non_saturating", "saturating")
+
+
+# ------------------------------------------------------------------------------------------- losses
+
+
+def value_function(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """V(D, G) = mean log D(x) + mean log(1 − D(G(z))) on a minibatch, from D's logits.
+
+    Args:
+        real_logits: D's logits on data, (m, 1) or (m,).
+        fake_logits: D's logits on generated samples, (m, 1) or (m,).
+
+    Returns:
+        A scalar tensor, at most 0; D ascends it and G (saturating loss) descends it.
+    """
+    return -F.softplus(-real_logits).mean() - F.softplus(fake_logits).mean()
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """−V(D, G): the discriminator ascends V by descending this.
+
+    It is the binary cross-entropy of D with "real" labels on data and "fake" labels on G's samples,
+    summed over the two halves of the minibatch.
+    """
+    return -value_function(real_logits, fake_logits)
+
+
+def generator_loss(fake_logits: Tensor, loss: str = "non_saturating") -> Tensor:
+    """What the generator descends, from D's logits on its samples.
+
+    Args:
+        fake_logits: D's logits on G(z), (m, 1) or (m,).
+        loss: "saturating", mean log(1 − D(G(z))) = V's second term, the minimax game itself (its
+            gradient vanishes when D confidently rejects G's samples); or "non_saturating",
+            mean −log D(G(z)), the paper's practical choice, with the same fixed point.
+
+    Returns:
+        A scalar tensor.
+    """
+    if loss == "saturating":
+        return -F.softplus(fake_logits).mean()
+    if loss == "non_saturating":
+        return F.softplus(-fake_logits).mean()
+    raise ValueError(f"generator_loss: loss must be one of {GENERATOR_LOSSES}, got {loss!r}")
+
+
+def pack(x: Tensor, packing: int) -> Tensor:
+    """Group p = ``packing`` consecutive samples into one: (N, C, ...) -> (N/p, p·C, ...) (PacGAN).
+
+    Samples i·p ... i·p + p − 1 become pack i, their features (or channels) side by side.
+
+    Raises:
+        ValueError: N is not a multiple of p.
+    """
+    if packing == 1:
+        return x
+    if x.shape[0] % packing:
+        raise ValueError(f"pack: a batch of {x.shape[0]} samples (shape {x.shape}) cannot be split into packs of "
+                         f"{packing}; use a batch size that is a multiple of the packing")
+    return x.reshape((x.shape[0] // packing, packing * x.shape[1]) + x.shape[2:])
+
+
+# -------------------------------------------------------------------------------------- the networks
+
+
+class MLPGenerator(nn.Module):
+    """z (N, latent_dim) -> samples (N, *out_shape) through hidden ReLU layers.
+
+    Args:
+        latent_dim: dimension of the noise z.
+        out_shape: shape of one sample: (2,) for the toy mixtures, (1, 28, 28) for MNIST.
+        hidden: widths of the hidden layers.
+        tanh: squash the output into (−1, 1), for images scaled to that range.
+    """
+
+    def __init__(self, latent_dim: int = 2, out_shape=(2,), hidden=(128, 128, 128), tanh: bool = False):
+        super().__init__()
+        self.latent_dim, self.out_shape = latent_dim, tuple(out_shape)
+        out_features = 1
+        for size in self.out_shape:
+            out_features *= size
+        layers, width = [], latent_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        layers.append(nn.Linear(width, out_features))
+        if tanh:
+            layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(z).reshape((z.shape[0],) + self.out_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """Samples (N, *in_shape) -> logits (N/packing, 1) through hidden LeakyReLU layers.
+
+    Args:
+        in_shape: shape of one sample.
+        hidden: widths of the hidden layers.
+        negative_slope: the LeakyReLU slope for negative inputs.
+        packing: samples judged together (PacGAN); the batch must be a multiple of it.
+    """
+
+    def __init__(self, in_shape=(2,), hidden=(128, 128, 128), negative_slope: float = 0.2, packing: int = 1):
+        super().__init__()
+        self.packing = packing
+        in_features = packing
+        for size in in_shape:
+            in_features *= size
+        layers, width = [], in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.LeakyReLU(negative_slope)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(pack(x.reshape(x.shape[0], -1), self.packing))
+
+
+class DCGANGenerator(nn.Module):
+    """z (N, latent_dim) -> images (N, 1, 28, 28) in (−1, 1), the small DCGAN of the lecture:
+
+    Linear to 128×7×7, BatchNorm, ReLU; ConvTranspose 128→64 (k4 s2 p1) to 14×14, BatchNorm, ReLU;
+    ConvTranspose 64→1 (k4 s2 p1) to 28×28, tanh. Each transposed convolution doubles the image's side.
+    """
+
+    def __init__(self, latent_dim: int = 100, channels: int = 1):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, 128 * 7 * 7), nn.BatchNorm1d(128 * 7 * 7), nn.ReLU(), nn.Unflatten((128, 7, 7)),
+            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.ConvTranspose2d(64, channels, 4, stride=2, padding=1), nn.Tanh(),
+        )
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class DCGANDiscriminator(nn.Module):
+    """Images (N, 1, 28, 28) -> logits (N/packing, 1): Conv 1→32 (k4 s2 p1) to 14×14, LeakyReLU(0.2);
+    Conv 32→64 (k4 s2 p1) to 7×7, LeakyReLU(0.2); Linear 64·7·7 → 1.
+
+    With ``packing=p`` the p images of a pack are stacked as p channels of one input.
+    """
+
+    def __init__(self, channels: int = 1, packing: int = 1, negative_slope: float = 0.2):
+        super().__init__()
+        self.packing = packing
+        self.net = nn.Sequential(
+            nn.Conv2d(packing * channels, 32, 4, stride=2, padding=1), nn.LeakyReLU(negative_slope),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.LeakyReLU(negative_slope),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 1),
+        )
+
+    def forward(self, x):
+        return self.net(pack(x, self.packing))
+
+
+# -------------------------------------------------------------------------------------- Algorithm 1
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Let gradients flow *through* ``module`` but not *into* its parameters, for the block.
+
+    In the generator step, D is a fixed judge: its weights need no gradient, and not computing one saves
+    a third of D's backward pass.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad = False
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad = True
+
+
+class GANTrainer:
+    """Algorithm 1 of Goodfellow et al. (2014): k discriminator steps, then one generator step.
+
+    Args:
+        generator: maps noise (m, latent_dim) to samples; must have a ``latent_dim`` attribute.
+        discriminator: maps samples to logits (m / packing, 1).
+        generator_optimizer, discriminator_optimizer: optimisers over each network's parameters.
+        k: discriminator steps per iteration (the paper's k; it used k = 1).
+        loss: the generator's loss, "non_saturating" (the default) or "saturating"; see
+            :func:`generator_loss`.
+
+    Attributes:
+        iteration: iterations completed. discriminator_steps, generator_steps: updates made so far.
+
+    Example::
+
+        trainer = GANTrainer(G, D, optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999)),
+                             optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999)))
+        for _ in range(20_000):
+            stats = trainer.train_iteration(lambda: sg.tensor(ring8(100)))
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, generator_optimizer, discriminator_optimizer,
+                 k: int = 1, loss: str = "non_saturating"):
+        if k < 1:
+            raise ValueError(f"GANTrainer: k (discriminator steps per iteration) must be at least 1, got {k}")
+        if loss not in GENERATOR_LOSSES:
+            raise ValueError(f"GANTrainer: loss must be one of {GENERATOR_LOSSES}, got {loss!r}")
+        self.generator, self.discriminator = generator, discriminator
+        self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
+        self.k, self.loss = k, loss
+        self.iteration = self.discriminator_steps = self.generator_steps = 0
+
+    def noise(self, m: int) -> Tensor:
+        """m draws of z ~ N(0, I), (m, latent_dim), from scratchgen's seeded generator."""
+        return randn(m, self.generator.latent_dim)
+
+    def discriminator_step(self, real: Tensor, noise: Tensor | None = None) -> dict:
+        """One ascent step of V(D, G) in D's parameters, on a minibatch of data and of fresh noise.
+
+        Args:
+            real: m data samples, (m, ...).
+            noise: the m noise draws, (m, latent_dim); fresh ones by default.
+
+        Returns:
+            {"d_loss": −V, "real_score": mean D(x), "fake_score": mean D(G(z))}, detached scalar tensors.
+        """
+        noise = self.noise(len(real)) if noise is None else noise
+        with no_grad():  # G is held fixed: record nothing of its graph
+            fake = self.generator(noise)
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        loss = discriminator_loss(real_logits, fake_logits)
+        self.discriminator_optimizer.zero_grad()
+        loss.backward()
+        self.discriminator_optimizer.step()
+        self.discriminator_steps += 1
+        with no_grad():
+            return {"d_loss": loss.detach(), "real_score": F.sigmoid(real_logits).mean(),
+                    "fake_score": F.sigmoid(fake_logits).mean()}
+
+    def generator_step(self, m: int, noise: Tensor | None = None) -> dict:
+        """One descent step of the generator's loss in G's parameters, on m fresh noise draws.
+
+        Returns:
+            {"g_loss": the generator's loss}, a detached scalar tensor.
+        """
+        noise = self.noise(m) if noise is None else noise
+        with frozen(self.discriminator):
+            loss = generator_loss(self.discriminator(self.generator(noise)), self.loss)
+            self.generator_optimizer.zero_grad()
+            loss.backward()
+        self.generator_optimizer.step()
+        self.generator_steps += 1
+        return {"g_loss": loss.detach()}
+
+    def train_iteration(self, real_batch) -> dict:
+        """k discriminator steps, each on ``real_batch()`` and fresh noise; then one generator step.
+
+        Args:
+            real_batch: a function of no arguments returning the next minibatch of m data samples.
+
+        Returns:
+            The last discriminator step's statistics and the generator step's loss.
+        """
+        for _ in range(self.k):
+            real = real_batch()
+            stats = self.discriminator_step(real)
+        stats.update(self.generator_step(len(real)))
+        self.iteration += 1
+        return stats
+
+    def sample(self, n: int, batch_size: int = 1000, noise: Tensor | None = None) -> Tensor:
+        """n samples of G in evaluation mode (batch norm on its running statistics), without a graph.
+
+        Args:
+            n: number of samples. batch_size: how many to generate at once.
+            noise: (n, latent_dim) to use instead of fresh draws (to follow fixed codes through training).
+        """
+        noise = self.noise(n) if noise is None else noise
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            with no_grad():
+                parts = [self.generator(noise[i:i + batch_size]) for i in range(0, len(noise), batch_size)]
+        finally:
+            self.generator.train(was_training)
+        return parts[0] if len(parts) == 1 else concatenate(parts)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        """Both networks, both optimisers and the step counters: all a resumed run needs besides the RNG."""
+        return {
+            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "generator_optimizer": self.generator_optimizer.state_dict(),
+            "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
+            "counters": {"iteration": self.iteration, "discriminator_steps": self.discriminator_steps,
+                         "generator_steps": self.generator_steps},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+        self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+        for name, value in state["counters"].items():
+            setattr(self, name, int(value))

@@ -1,0 +1,115 @@
+"""Sample-quality metrics: mode coverage on 2-D mixtures, class shares, Inception Score, Fréchet
+distance, and the cached MNIST judge."""
+
+import numpy as np
+import pytest
+
+import scratchgen as sg
+from scratchgen import metrics
+from scratchgen.data import grid25_mixture, load_mnist, ring8_mixture
+
+
+# ------------------------------------------------------------------------------------- 2-D mixtures
+
+
+@pytest.mark.parametrize("make", [ring8_mixture, grid25_mixture])
+def test_true_samples_cover_every_mode_and_are_high_quality_as_often_as_3_sigma_predicts(make):
+    # |x - μ| / σ of a 2-D standard normal is Rayleigh: P(≤ 3) = 1 - exp(-9/2) = 0.98889.
+    mixture = make()
+    result = metrics.mode_coverage(mixture.sample(20000, rng=0), mixture)
+    assert result["modes"] == len(mixture)
+    assert result["high_quality"] == pytest.approx(1 - np.exp(-4.5), abs=0.003)  # 3 binomial std errors
+
+
+def test_collapsed_samples_cover_only_their_modes_and_stray_samples_count_for_nothing():
+    mixture = ring8_mixture()  # std 0.01
+    inside = np.repeat(mixture.means[[0, 3, 5]], 10, axis=0) + np.array([0.02, 0.0])  # 2σ away
+    between = np.zeros((20, 2))  # the centre of the ring, 1 away from every mode
+    result = metrics.mode_coverage(np.concatenate([inside, between]), mixture)
+    assert result == {"modes": 3, "high_quality": 30 / 50}
+    near_misses = mixture.means[[0, 3, 5]] + 0.025  # 0.025·√2 ≈ 3.5σ from their modes
+    outside = metrics.mode_coverage(near_misses, mixture)
+    assert outside == {"modes": 0, "high_quality": 0.0}
+
+
+def test_mode_coverage_threshold_is_in_standard_deviations():
+    mixture = grid25_mixture()  # std 0.05
+    points = mixture.means[:2] + np.array([[0.149, 0.0], [0.151, 0.0]])  # 2.98σ and 3.02σ
+    assert metrics.mode_coverage(points, mixture) == {"modes": 1, "high_quality": 0.5}
+    assert metrics.mode_coverage(points, mixture, threshold=4)["modes"] == 2
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        metrics.mode_coverage(np.zeros((3, 3)), mixture)
+
+
+# -------------------------------------------------------------------------------- classifier-based
+
+
+def test_class_shares_count_the_most_probable_class(rng):
+    probabilities = rng.dirichlet(np.ones(4), size=200)
+    shares = metrics.class_shares(probabilities)
+    np.testing.assert_allclose(shares, np.bincount(probabilities.argmax(axis=1), minlength=4) / 200)
+    assert metrics.class_shares(np.eye(3)[[0, 0]], classes=3).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_inception_score_matches_its_definition_and_its_bounds(rng):
+    probabilities = rng.dirichlet(np.full(10, 0.3), size=300)
+    marginal = probabilities.mean(axis=0)
+    kl = [np.sum(p * np.log(p / marginal)) for p in probabilities]
+    assert metrics.inception_score(probabilities) == pytest.approx(np.exp(np.mean(kl)), rel=1e-10)
+    assert metrics.inception_score(np.eye(10)) == pytest.approx(10)  # sharp and balanced: the maximum
+    assert metrics.inception_score(np.full((7, 10), 0.1)) == pytest.approx(1)  # no confidence
+    assert metrics.inception_score(np.eye(10)[[3] * 8]) == pytest.approx(1)  # confident, one class only
+
+
+def _sqrtm_general(matrix):
+    """A square root of a diagonalisable matrix with positive eigenvalues, by its general eigendecomposition."""
+    values, vectors = np.linalg.eig(matrix)
+    return (vectors * np.sqrt(values.astype(complex))) @ np.linalg.inv(vectors)
+
+
+def test_frechet_distance_agrees_with_the_formula_through_a_general_matrix_square_root(rng):
+    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    sigma1, sigma2 = a @ a.T + 0.1 * np.eye(6), b @ b.T + 0.1 * np.eye(6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    expected = (np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2)
+                - 2 * np.trace(_sqrtm_general(sigma1 @ sigma2)).real)
+    assert metrics.gaussian_frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-8)
+    assert metrics.gaussian_frechet_distance(mu1, sigma1, mu1, sigma1) == pytest.approx(0, abs=1e-8)
+
+
+def test_frechet_distance_of_feature_sets(rng):
+    # Diagonal Gaussians: the distance is Σ (μ1 - μ2)² + Σ (σ1 - σ2)²; here 3·1² + 3·(2 - 1)² = 6.
+    a = rng.normal(size=(50000, 3))
+    b = 2 * rng.normal(size=(50000, 3)) + 1
+    assert metrics.frechet_distance(a, b) == pytest.approx(6, rel=0.02)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
+    with pytest.raises(ValueError, match="features"):
+        metrics.frechet_distance(a, b[:, :2])
+
+
+# ----------------------------------------------------------------------------------- the MNIST judge
+
+
+def test_mnist_judge_is_trained_once_then_loaded_and_keeps_the_random_stream(tmp_path):
+    sg.manual_seed(5)
+    expected_draw = sg.randn(3).numpy()
+    sg.manual_seed(5)
+    model, accuracy = metrics.mnist_classifier(epochs=1, train_subset=500, cache_dir=tmp_path)
+    np.testing.assert_array_equal(sg.randn(3).numpy(), expected_draw)  # training used its own seed
+    cached = list(tmp_path.glob("mnist_classifier_*.npz"))
+    assert len(cached) == 1 and accuracy > 0.3  # one epoch on 500 digits: well above chance (0.1)
+
+    loaded, loaded_accuracy = metrics.mnist_classifier(epochs=1, train_subset=500, cache_dir=tmp_path)
+    assert loaded_accuracy == accuracy
+    images, _ = load_mnist("embedded", "test")
+    p1, f1 = metrics.classifier_outputs(model, images[:20])
+    p2, f2 = metrics.classifier_outputs(loaded, images[:20])
+    np.testing.assert_array_equal(p1, p2)
+    assert f1.shape == (20, 128) and p1.shape == (20, 10)
+
+    metrics.mnist_classifier(epochs=2, train_subset=500, cache_dir=tmp_path)  # another configuration
+    assert len(list(tmp_path.glob("mnist_classifier_*.npz"))) == 2
+
+    scores = metrics.classifier_scores(model, images[:100], images[100:300])
+    assert set(scores) == {"class_shares", "inception_score", "frechet_distance"}
+    assert len(scores["class_shares"]) == 10 and 1 <= scores["inception_score"] <= 10
