@@ -1,0 +1,32 @@
+"""Assignment 1: write the backward of a new op, softsign, and prove it with gradcheck.
+
+    softsign(x) = x / (1 + |x|)
+
+squashes any number into (-1, 1), like tanh but approaching ±1 only polynomially. The forward is
+written; the backward is yours. Read ``coursework/01_backward/README.md`` first, then replace the line
+marked YOUR CODE HERE and grade your work from the repository's root with
+
+    python -m pytest coursework/01_backward
+"""
+
+from scratchgen.autograd import Function
+from scratchgen.backend import xp
+
+
+class Softsign(Function):
+    """d/dx softsign(x) = ... (write the derivative here once you have it: the op's first docstring line
+    is its derivative, in every op of scratchgen)."""
+
+    def forward(self, x):
+        self.x = x  # kept for the backward
+        return x / (1 + xp.abs(x))
+
+    def backward(self, grad):
+        """Args: grad, dL/dy for y = softsign(x), of x's shape. Returns dL/dx, of x's shape."""
+        # YOUR CODE HERE: one line, the chain rule dL/dx = dL/dy · dy/dx, elementwise, using self.x.
+        raise NotImplementedError("your code here: Softsign.backward")
+
+
+def softsign(x):
+    """softsign of a Tensor, recorded in the graph so that ``backward()`` reaches Softsign.backward."""
+    return Softsign.apply(x)

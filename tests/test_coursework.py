@@ -1,0 +1,154 @@
+"""The coursework graders work both ways: they pass the library's answers and fail wrong ones, usefully.
+
+Each grader in ``coursework/<assignment>/`` is run, as a student runs it, against
+
+* a reference answer built on the library (``tests/coursework_solutions/<name>_reference.py``): every
+  check must pass;
+* the untouched starter file: it must fail, and every failure must say which gap is still empty;
+* a planted wrong answer (``<name>_wrong.py``, each with a classic mistake described in its docstring):
+  the checks aimed at that mistake must fail with a message that points at it, and the others must pass.
+
+The graders run in this process with ``pytest.main`` (a few seconds each); one test runs the README's
+command in a subprocess, exactly as a new student would, fills the gap of assignment 1 and grades it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COURSEWORK = ROOT / "coursework"
+SOLUTIONS = Path(__file__).resolve().parent / "coursework_solutions"
+
+# assignment folder -> (starter file, name of its reference and wrong answers in SOLUTIONS)
+ASSIGNMENTS = {
+    "01_backward": ("softsign.py", "softsign"),
+    "02_conv": ("conv2d.py", "conv2d"),
+    "03_vae": ("vae_loss.py", "vae_loss"),
+    "04_gan": ("gan_step.py", "gan_step"),
+    "05_masks": ("masks.py", "masks"),
+}
+
+# For each planted wrong answer: the checks that must fail, each with a fragment of the message that
+# names the mistake, and checks that must still pass (the grader blames the right part).
+PLANTED = {
+    "01_backward": (
+        {"test_gradcheck": "finite differences give",
+         "test_same_derivative_as_autograd_through_the_library_ops": "quotient rule"},
+        ["test_forward_is_still_softsign", "test_backward_leaves_the_incoming_gradient_alone"],
+    ),
+    "02_conv": (
+        {"test_backward_by_gradcheck": "gradient of input 0",
+         "test_backward_matches_the_library": "your gradient of x differs"},
+        ["test_im2col_rows_are_the_windows", "test_col2im_is_the_adjoint_of_im2col",
+         "test_forward_matches_the_library"],
+    ),
+    "03_vae": (
+        {"test_reparameterize_uses_sigma_equal_to_exp_half_logvar": "σ = exp(logvar) is the variance",
+         "test_a_small_vae_trained_with_your_loss_has_a_good_elbo": "disagree about σ"},
+        # gradcheck cannot see a convention bug: these pass, which is the lesson of the assignment
+        ["test_gradients_flow_through_the_sample", "test_vae_loss_gradcheck", "test_gaussian_kl_known_values"],
+    ),
+    "04_gan": (
+        {"test_generator_step_descends_the_non_saturating_loss": "g_optimizer.zero_grad()"},
+        ["test_discriminator_loss_is_minus_the_value_function", "test_k_discriminator_steps_then_one_generator_step",
+         "test_discriminator_steps_ascend_the_value_function"],
+    ),
+    "05_masks": (
+        {"test_a_network_with_your_masks_is_autoregressive": "may only see the variables before it",
+         "test_a_made_with_your_masks_learns_a_markov_chain": "below the data's entropy",
+         "test_pixelcnn_masks_match_the_library": "should be",
+         "test_a_pixelcnn_stack_never_sees_the_pixel_it_predicts": "must be of type A"},
+        ["test_input_degrees_follow_the_ordering", "test_hidden_degrees_obey_the_degree_rule"],
+    ),
+}
+
+
+class _Outcomes:
+    """A pytest plugin that keeps each check's outcome and failure text."""
+
+    def __init__(self):
+        self.results = {}
+
+    def pytest_runtest_logreport(self, report):
+        name = report.nodeid.rsplit("::", 1)[-1]
+        if report.when == "call" or report.failed:
+            self.results[name] = (report.outcome, report.longreprtext)
+
+
+def grade(assignment: str, solution: Path | None = None):
+    """Run one grader in this process; return (exit code, {check: (outcome, failure text)})."""
+    args = [str(COURSEWORK / assignment), "-q", "-p", "no:cacheprovider"]
+    if solution is not None:
+        args += ["--solution", str(solution)]
+    outcomes = _Outcomes()
+    saved_path, saved_conftest = list(sys.path), sys.modules.get("conftest")
+    try:
+        code = pytest.main(args, plugins=[outcomes])
+    finally:
+        # Forget what the nested run imported by file path (graders, the coursework conftest, solutions),
+        # so the next run imports its own; library modules stay, one copy of each class.
+        for name in [n for n in sys.modules if n.startswith(("test_0", "solution_"))]:
+            del sys.modules[name]
+        if saved_conftest is not None:
+            sys.modules["conftest"] = saved_conftest
+        sys.path[:] = saved_path
+    return int(code), outcomes.results
+
+
+def test_the_root_test_run_does_not_collect_the_graders():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    assert config["tool:pytest"]["testpaths"].split() == ["tests"]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_grader_passes_the_reference_answer(assignment):
+    code, results = grade(assignment, SOLUTIONS / f"{ASSIGNMENTS[assignment][1]}_reference.py")
+    failed = {name: text for name, (outcome, text) in results.items() if outcome != "passed"}
+    assert not failed, f"{assignment}: the reference answer fails {failed}"
+    assert code == 0 and len(results) >= 6
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_grader_fails_the_untouched_starter_naming_the_gap(assignment):
+    starter = ASSIGNMENTS[assignment][0]
+    code, results = grade(assignment)  # the default: the starter file in the assignment's folder
+    failed = {name: text for name, (outcome, text) in results.items() if outcome == "failed"}
+    assert code == 1 and len(failed) >= len(results) - 2, (
+        f"{assignment}: the untouched starter passes {len(results) - len(failed)} checks")
+    for name, text in failed.items():
+        assert "not filled in yet" in text and starter in text and "YOUR CODE HERE" in text, (name, text)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_grader_fails_a_planted_wrong_answer_where_it_is_wrong(assignment):
+    code, results = grade(assignment, SOLUTIONS / f"{ASSIGNMENTS[assignment][1]}_wrong.py")
+    must_fail, must_pass = PLANTED[assignment]
+    assert code == 1
+    for name, fragment in must_fail.items():
+        outcome, text = results[name]
+        assert outcome == "failed", f"{assignment}: {name} did not catch the planted mistake"
+        assert fragment in text, f"{assignment}: {name} failed without saying {fragment!r}:\n{text}"
+        assert "Traceback" not in text and len(text) < 1500, f"{name}: a failure should read as a message:\n{text}"
+    for name in must_pass:
+        assert results[name][0] == "passed", f"{assignment}: {name} blames a part that is right:\n{results[name][1]}"
+
+
+def test_a_new_student_fills_assignment_1_and_grades_it_with_the_readme_command(tmp_path):
+    """The README's story, in a subprocess: grade the starter, fill its one gap, grade again."""
+    command = [sys.executable, "-m", "pytest", "coursework/01_backward", "-q", "-p", "no:cacheprovider"]
+    before = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert before.returncode == 1 and "not filled in yet" in before.stdout, before.stdout[-2000:]
+
+    answer = (COURSEWORK / "01_backward" / "softsign.py").read_text().replace(
+        'raise NotImplementedError("your code here: Softsign.backward")', "return grad / (1 + xp.abs(self.x)) ** 2")
+    mine = tmp_path / "my_softsign.py"
+    mine.write_text(answer)
+    after = subprocess.run(command + ["--solution", str(mine)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0 and "all checks pass" in after.stdout, after.stdout[-2000:]
