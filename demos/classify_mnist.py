@@ -12,11 +12,10 @@ prints the final metrics as one JSON line, e.g. {"test_accuracy": 0.94, ...}.
 
 from __future__ import annotations
 
-import numpy as np
 
 from scratchgen import experiment, nn, no_grad, optim, plot
-from scratchgen.data import DataLoader, load_mnist
-from scratchgen.models.classifier import MLPClassifier, _as_float_images, predict_proba
+from scratchgen.data import DataLoader, load_mnist, to_float
+from scratchgen.models.classifier import MLPClassifier, predict_proba
 
 
 def build_model(name: str) -> nn.Module:
@@ -36,7 +35,7 @@ def main(argv=None) -> dict:
 
     x_train, y_train = load_mnist(args.dataset, "train")
     x_test, y_test = load_mnist(args.dataset, "test")
-    loader = DataLoader(_as_float_images(x_train), y_train, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    loader = DataLoader(to_float(x_train)[:, None], y_train, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     model = build_model(args.model)
     opt = optim.Adam(model.parameters(), lr=args.lr)
     start = run.resume(model=model, optimizer=opt, loader=loader)
@@ -60,7 +59,7 @@ def main(argv=None) -> dict:
     with no_grad():
         predicted = predict_proba(model, x_test[:64]).argmax(axis=1)
     title = "test digits; predictions: " + " ".join(str(int(p)) for p in predicted[:16]) + " ..."
-    plot.image_grid(x_test[:64].astype(np.float32) / 255, run.path("predictions.png"), nrow=8, title=title)
+    plot.image_grid(to_float(x_test[:64]), run.path("predictions.png"), nrow=8, title=title)
     return run.finish(test_accuracy=run.history.last["test_accuracy"])
 
 
