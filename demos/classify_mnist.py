@@ -12,7 +12,6 @@ prints the final metrics as one JSON line, e.g. {"test_accuracy": 0.94, ...}.
 
 from __future__ import annotations
 
-
 from scratchgen import experiment, nn, no_grad, optim, plot
 from scratchgen.data import DataLoader, load_mnist, to_float
 from scratchgen.models.classifier import MLPClassifier, predict_proba
