@@ -32,12 +32,13 @@ from scratchgen.models.gan import DCGANDiscriminator, DCGANGenerator, GANTrainer
 
 # The configuration of each dataset; any of them can be overridden on the command line.
 DEFAULTS = {
-    "ring8": dict(epochs=20, iterations_per_epoch=1000, batch_size=100, latent_dim=2, packing=2, decay_from=0.5,
-                  eval_samples=2500),
-    "grid25": dict(epochs=40, iterations_per_epoch=1000, batch_size=100, latent_dim=2, packing=2, decay_from=0.5,
-                   eval_samples=2500),
-    "mnist": dict(epochs=24, iterations_per_epoch=250, batch_size=64, latent_dim=100, packing=2, decay_from=0.5,
-                  eval_samples=10000),
+    "ring8": dict(epochs=20, iterations_per_epoch=1000, batch_size=100, lr=2e-4, latent_dim=2, packing=2,
+                  decay_from=0.5, eval_samples=2500),
+    # On the grid, 2e-4 left two of five seeds under 60% high-quality samples; 5e-4 gave 76-91% on all five.
+    "grid25": dict(epochs=40, iterations_per_epoch=1000, batch_size=100, lr=5e-4, latent_dim=2, packing=2,
+                   decay_from=0.5, eval_samples=2500),
+    "mnist": dict(epochs=24, iterations_per_epoch=250, batch_size=64, lr=2e-4, latent_dim=100, packing=2,
+                  decay_from=0.5, eval_samples=10000),
 }
 MIXTURES = {"ring8": ring8_mixture, "grid25": grid25_mixture}
 CURVE_EVERY = 100  # iterations averaged into one point of the loss curves
@@ -45,7 +46,7 @@ CURVE_EVERY = 100  # iterations averaged into one point of the loss curves
 
 def parse_args(argv=None):
     parser = experiment.demo_parser(__doc__.splitlines()[0], dataset="ring8", datasets=tuple(DEFAULTS),
-                                    epochs=None, batch_size=None, lr=2e-4)
+                                    epochs=None, batch_size=None, lr=None)
     parser.add_argument("--iterations-per-epoch", type=int, default=None, help="iterations between checkpoints")
     parser.add_argument("--k", type=int, default=1, help="discriminator steps per iteration")
     parser.add_argument("--loss", choices=("non_saturating", "saturating"), default="non_saturating",

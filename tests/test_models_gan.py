@@ -244,6 +244,19 @@ def test_dcgan_shapes_and_parameter_layout():
     assert DCGANDiscriminator().net[0].weight.shape == (32, 1, 4, 4)
 
 
+def test_dcgan_networks_start_from_dcgan_initialisation():
+    # N(0, 0.02²) weights (600,000 of them in the first layer: the sample std is within 1e-4 of 0.02),
+    # zero biases, batch-norm scales N(1, 0.02²).
+    generator, discriminator = DCGANGenerator(), DCGANDiscriminator()
+    for layer in (generator.net[0], generator.net[4], discriminator.net[2], discriminator.net[5]):
+        weight = layer.weight.numpy()
+        assert abs(weight.std() - 0.02) < 0.002 and abs(weight.mean()) < 0.002
+        assert not layer.bias.numpy().any()
+    gamma = generator.net[1].weight.numpy()
+    assert abs(gamma.mean() - 1) < 0.002 and abs(gamma.std() - 0.02) < 0.002
+    assert not generator.net[1].bias.numpy().any()
+
+
 def test_sampling_uses_eval_mode_and_restores_training_mode():
     trainer = GANTrainer(DCGANGenerator(latent_dim=8), DCGANDiscriminator(),
                          optim.Adam(DCGANGenerator(latent_dim=8).parameters()), optim.Adam(DCGANDiscriminator().parameters()))
