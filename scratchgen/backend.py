@@ -7,7 +7,7 @@ arrays on an NVIDIA GPU. Choose it with the environment variable ``SCRATCHGEN_BA
 Other modules never import ``cupy``. They write array code against :data:`xp`, a stand-in that forwards
 every attribute to the active array module, so ``xp.exp(a)`` is ``numpy.exp(a)`` on the CPU and
 ``cupy.exp(a)`` on the GPU. The few things that differ between the two libraries live here as small
-functions: moving arrays to and from the device, the random generator, scatter-add and sliding windows.
+functions: moving arrays to and from the device, the random generator, scatter-add and strided views.
 
 This follows Chainer's ``get_array_module`` and needle's environment-variable backend.
 """
@@ -21,7 +21,7 @@ import numpy
 
 __all__ = [
     "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of",
-    "manual_seed", "rng", "get_rng_state", "set_rng_state", "scatter_add", "sliding_window_view",
+    "manual_seed", "rng", "get_rng_state", "set_rng_state", "scatter_add",
     "as_strided", "synchronize", "BackendError", "DEFAULT_DTYPE",
 ]
 
@@ -205,11 +205,6 @@ def as_strided(array, shape, strides):
     Both libraries have it as ``lib.stride_tricks.as_strided``; convolution builds its windows with it.
     """
     return _state.module.lib.stride_tricks.as_strided(array, shape=tuple(shape), strides=tuple(strides))
-
-
-def sliding_window_view(array, window_shape, axis):
-    """A read-only strided view of every window of ``window_shape`` along ``axis`` (no copy)."""
-    return _state.module.lib.stride_tricks.sliding_window_view(array, window_shape, axis=axis)
 
 
 def _backend_from_environment() -> None:
