@@ -208,11 +208,13 @@ def classifier_outputs(classifier, images, batch_size: int = 500):
         (probabilities (N, C), features (N, D)), host float32 arrays.
     """
     from scratchgen.autograd import no_grad
-    from scratchgen.models.classifier import _as_float_images
+    from scratchgen.data import to_float
     from scratchgen.nn import functional as F
     from scratchgen.tensor import tensor
 
-    x = _as_float_images(_host(images))
+    x = _host(images)
+    x = to_float(x) if x.dtype == numpy.uint8 else x.astype(numpy.float32, copy=False)
+    x = x[:, None] if x.ndim == 3 else x
     classifier.eval()
     probabilities, features = [], []
     with no_grad():
