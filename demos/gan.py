@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
         if mixture is not None:
             summary.update(metrics.mode_coverage(trainer.sample(args.eval_samples), mixture))
         if epoch in snapshot_epochs(args.epochs):
-            run.state["snapshots"].append([epoch, trainer.sample(len(fixed_noise), noise=fixed_noise).numpy()])
+            run.state["snapshots"].append([trainer.iteration, trainer.sample(len(fixed_noise), noise=fixed_noise).numpy()])
         run.log_epoch(epoch, **summary)
         run.save_checkpoint(epoch)
 
@@ -169,7 +169,7 @@ def report_mixture(args, run, samples, mixture) -> dict:
     plot.scatter_over_density(samples, run.path("samples.png"), mixture.log_prob, bounds=bounds,
                               title=f"{result['modes']} modes, {100 * result['high_quality']:.1f}% high quality")
     plot.scatter_over_training(run.state["snapshots"], run.path("samples_over_training.png"), mixture.log_prob,
-                               bounds=bounds)
+                               bounds=bounds, label="iteration")
     return result
 
 
@@ -190,7 +190,8 @@ def report_mnist(args, run, samples) -> dict:
     result["inception_score_ratio"] = fake["inception_score"] / real["inception_score"]
     plot.image_grid(samples[:100], run.path("samples.png"), nrow=10, value_range=(-1, 1),
                     title=f"Inception Score {fake['inception_score']:.2f} (real test images {real['inception_score']:.2f})")
-    plot.samples_over_training(run.state["snapshots"], run.path("samples_over_training.png"), value_range=(-1, 1))
+    plot.samples_over_training(run.state["snapshots"], run.path("samples_over_training.png"), label="iteration",
+                               value_range=(-1, 1))
     return result
 
 
