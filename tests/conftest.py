@@ -50,3 +50,22 @@ def rng():
 def t64(array, requires_grad=True):
     """A float64 tensor on the active backend, for gradcheck."""
     return sg.tensor(np.asarray(array, dtype=np.float64), requires_grad=requires_grad)
+
+
+DEMOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demos")
+
+
+def load_demo(name: str):
+    """The demo script ``demos/<name>.py`` as a namespace (``demo.main(argv)``), without running its
+    ``__main__`` block: demos are scripts, not an importable package."""
+    import runpy
+    import types
+
+    return types.SimpleNamespace(**runpy.run_path(os.path.join(DEMOS, f"{name}.py")))
+
+
+def last_json_line(capsys) -> dict:
+    """The final metrics a demo printed, as one JSON line, last."""
+    import json
+
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -1,12 +1,11 @@
 """Smoke test of demos/autoencoder.py: a tiny run writes its pictures and metrics and ends with a JSON line."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import last_json_line, load_demo
+
 PICTURES = ("reconstructions.png", "codes.png", "denoising.png", "loss.png")
 FINAL = ("test_bce", "test_mse", "pca_test_bce", "pca_test_mse", "probe_accuracy", "pca_probe_accuracy",
          "noisy_mse", "denoised_mse")
@@ -14,10 +13,7 @@ FINAL = ("test_bce", "test_mse", "pca_test_bce", "pca_test_mse", "probe_accuracy
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("demo_autoencoder", os.path.join(REPO, "demos", "autoencoder.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_demo("autoencoder")
 
 
 @pytest.mark.parametrize("argv", [[], ["--model", "dense", "--code-size", "2"],
@@ -33,7 +29,7 @@ def test_demo_writes_pictures_and_metrics_and_ends_with_json(demo, argv, tmp_pat
     assert written == report and set(written["final"]) == set(FINAL)
     assert all(0 <= written["final"][name] < 1 for name in FINAL)
     assert [r["epoch"] for r in written["history"]] == [1]
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == written["final"]
+    assert last_json_line(capsys) == written["final"]
 
 
 def test_demo_default_epochs_depend_on_the_model_and_resume_continues(demo, tmp_path, capsys):

@@ -1,18 +1,13 @@
 """The first demo end to end: it trains, writes its pictures and metrics, prints JSON last, and resumes."""
 
 import json
-import runpy
-from pathlib import Path
 
-
-DEMO = Path(__file__).resolve().parents[1] / "demos" / "classify_mnist.py"
+from conftest import last_json_line, load_demo
 
 
 def run_demo(args, capsys):
-    demo = runpy.run_path(str(DEMO))  # the module's globals, without running its __main__ block
-    report = demo["main"](args)
-    last_line = capsys.readouterr().out.strip().splitlines()[-1]
-    return report, json.loads(last_line)
+    report = load_demo("classify_mnist").main(args)
+    return report, last_json_line(capsys)
 
 
 def test_classify_demo_writes_pictures_and_metrics(tmp_path, capsys):

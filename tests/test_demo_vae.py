@@ -1,24 +1,17 @@
 """Smoke tests of demos/vae.py: tiny runs write every picture and metrics.json, end with one JSON line, resume."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import last_json_line, load_demo
+
 
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("demo_vae", os.path.join(REPO, "demos", "vae.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _last_json_line(capsys) -> dict:
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return load_demo("vae")
 
 
 FINAL_KEYS = {"test_neg_elbo", "test_rec", "test_kl", "test_nll_is", "k", "train_seconds", "eval_seconds"}
@@ -28,10 +21,10 @@ def test_dense_2d_demo_writes_the_manifold_and_resumes(demo, tmp_path, capsys):
     out = str(tmp_path / "vae")
     argv = ["--limit", "200", "--latent-dim", "2", "--k", "4", "--out", out, "--quiet"]
     demo.main(argv + ["--epochs", "1"])
-    assert set(_last_json_line(capsys)) == FINAL_KEYS
+    assert set(last_json_line(capsys)) == FINAL_KEYS
 
     demo.main(argv + ["--epochs", "2", "--resume"])
-    final = _last_json_line(capsys)
+    final = last_json_line(capsys)
     with open(os.path.join(out, "metrics.json")) as file:
         report = json.load(file)
     assert report["final"] == final and final["k"] == 4
@@ -45,7 +38,7 @@ def test_conv_gaussian_iwae_demo_runs(demo, tmp_path, capsys):
     out = str(tmp_path / "conv")
     demo.main(["--model", "conv", "--likelihood", "gaussian", "--iwae-k", "2", "--hidden", "16", "--limit", "60",
                "--epochs", "1", "--batch-size", "30", "--k", "2", "--out", out, "--quiet"])
-    final = _last_json_line(capsys)
+    final = last_json_line(capsys)
     assert set(final) == FINAL_KEYS
     assert os.path.exists(os.path.join(out, "latent_codes.png"))
     assert not os.path.exists(os.path.join(out, "manifold.png"))  # a 20-d code has no 2-D manifold picture
