@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import scratchgen as sg
-from scratchgen import nn, optim
+from scratchgen import metrics, nn, optim
 from scratchgen.models.gan import (
     DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator, discriminator_loss,
     frozen, generator_loss, pack, value_function,
@@ -298,6 +298,7 @@ def test_mnist_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     for name in ("class_shares", "inception_score", "frechet_distance"):
         assert name in final and f"real_{name}" in final
     assert len(final["class_shares"]) == 10 and final["real_inception_score"] > final["inception_score"]
+    assert final["judge_epochs"] == metrics.JUDGE_EPOCHS  # the judge is part of the result: its score depends on it
     assert report["final"]["iterations"] == 2
     for name in ("samples.png", "samples_over_training.png", "losses.png", "scores.png"):
         assert (tmp_path / "run" / name).exists()
