@@ -217,13 +217,11 @@ def classifier_outputs(classifier, images, batch_size: int = 500):
         (probabilities (N, C), features (N, D)), host float32 arrays.
     """
     from scratchgen.autograd import no_grad
-    from scratchgen.data import to_float
+    from scratchgen.models.classifier import image_batch
     from scratchgen.nn import functional as F
     from scratchgen.tensor import tensor
 
-    x = _host(images)
-    x = to_float(x) if x.dtype == numpy.uint8 else x.astype(numpy.float32, copy=False)
-    x = x[:, None] if x.ndim == 3 else x
+    x = image_batch(_host(images))
     classifier.eval()
     probabilities, features = [], []
     with no_grad():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from scratchgen import nn
 
-__all__ = ["MLPClassifier", "ConvClassifier", "train_classifier", "predict_proba", "accuracy"]
+__all__ = ["MLPClassifier", "ConvClassifier", "train_classifier", "predict_proba", "accuracy", "image_batch"]
 
 
 class MLPClassifier(nn.Module):
@@ -95,7 +95,7 @@ def train_classifier(model: nn.Module, images, labels, epochs: int = 10, batch_s
     from scratchgen.data import DataLoader
     from scratchgen.nn import functional as F
 
-    loader = DataLoader(_as_float_images(images), labels, batch_size=batch_size, shuffle=True, seed=seed)
+    loader = DataLoader(image_batch(images), labels, batch_size=batch_size, shuffle=True, seed=seed)
     opt = optim.Adam(model.parameters(), lr=lr)
     model.train()
     for epoch in range(1, epochs + 1):
@@ -122,7 +122,7 @@ def predict_proba(model: nn.Module, images, batch_size: int = 500):
     model.eval()
     rows = []
     with no_grad():
-        for (x,) in DataLoader(_as_float_images(images), batch_size=batch_size):
+        for (x,) in DataLoader(image_batch(images), batch_size=batch_size):
             rows.append(F.softmax(model(x), axis=1).numpy())
     return numpy.concatenate(rows)
 
@@ -132,12 +132,13 @@ def accuracy(model: nn.Module, images, labels) -> float:
     return float((predict_proba(model, images).argmax(axis=1) == labels).mean())
 
 
-def _as_float_images(images):
-    """(N, 28, 28) uint8 or float -> (N, 1, 28, 28) float32 in [0, 1]."""
+def image_batch(images):
+    """Digits as the classifiers read them: (N, 28, 28) or (N, 1, 28, 28), uint8 in 0..255 or floats in
+    [0, 1], on the host -> (N, 1, 28, 28) float32 in [0, 1]."""
     import numpy
 
+    from scratchgen.data import to_float
+
     images = numpy.asarray(images)
-    if images.dtype == numpy.uint8:
-        images = images.astype(numpy.float32) / 255
-    images = images.astype(numpy.float32, copy=False)
+    images = to_float(images) if images.dtype == numpy.uint8 else images.astype(numpy.float32, copy=False)
     return images[:, None] if images.ndim == 3 else images
