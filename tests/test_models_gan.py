@@ -2,9 +2,6 @@
 shapes and packing, a GAN that learns a 2-D Gaussian, checkpoints, and the demo."""
 
 import copy
-import json
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +12,8 @@ from scratchgen.models.gan import (
     DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator, discriminator_loss,
     frozen, generator_loss, pack, value_function,
 )
-from conftest import t64
+from conftest import last_json_line, load_demo, t64
 
-DEMO = Path(__file__).resolve().parents[1] / "demos" / "gan.py"
 
 
 def _sigmoid(x):
@@ -272,29 +268,28 @@ def test_sampling_uses_eval_mode_and_restores_training_mode():
 
 
 def test_toy_demo_writes_its_outputs_and_resumes_exactly(tmp_path, capsys):
-    demo = runpy.run_path(str(DEMO))  # the module's globals, without running its __main__ block
+    demo = load_demo("gan")
     # A constant learning rate: a decay schedule spans --epochs, so a 1-epoch run would decay differently.
     flags = ["--dataset", "grid25", "--iterations-per-epoch", "20", "--eval-samples", "200", "--quiet",
              "--batch-size", "20", "--packing", "2", "--decay-from", "1"]
-    whole = demo["main"](flags + ["--epochs", "2", "--out", str(tmp_path / "whole")])
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(last)["iterations"] == 40
+    whole = demo.main(flags + ["--epochs", "2", "--out", str(tmp_path / "whole")])
+    assert last_json_line(capsys)["iterations"] == 40
     for name in ("samples.png", "samples_over_training.png", "losses.png", "scores.png", "metrics.json"):
         assert (tmp_path / "whole" / name).stat().st_size > 0
     assert set(whole["final"]) >= {"modes", "high_quality"}
 
-    demo["main"](flags + ["--epochs", "1", "--out", str(tmp_path / "parts")])
-    resumed = demo["main"](flags + ["--epochs", "2", "--out", str(tmp_path / "parts"), "--resume"])
+    demo.main(flags + ["--epochs", "1", "--out", str(tmp_path / "parts")])
+    resumed = demo.main(flags + ["--epochs", "2", "--out", str(tmp_path / "parts"), "--resume"])
     assert resumed["history"] == whole["history"]
     assert resumed["final"] == whole["final"]
 
 
 def test_mnist_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
-    demo = runpy.run_path(str(DEMO))
+    demo = load_demo("gan")
     monkeypatch.setenv("SCRATCHGEN_DATA_DIR", str(tmp_path / "cache"))  # the judge is trained and cached here
-    report = demo["main"](["--dataset", "mnist", "--epochs", "1", "--iterations-per-epoch", "2", "--eval-samples", "100",
+    report = demo.main(["--dataset", "mnist", "--epochs", "1", "--iterations-per-epoch", "2", "--eval-samples", "100",
                         "--judge-subset", "300", "--quiet", "--out", str(tmp_path / "run")])
-    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    final = last_json_line(capsys)
     for name in ("class_shares", "inception_score", "frechet_distance"):
         assert name in final and f"real_{name}" in final
     assert len(final["class_shares"]) == 10 and final["real_inception_score"] > final["inception_score"]

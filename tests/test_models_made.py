@@ -4,8 +4,6 @@ draws), the degree rule, the mask ensemble, exact ancestral sampling, learning, 
 import itertools
 import json
 import math
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +12,8 @@ import scratchgen as sg
 from scratchgen.data import binarize, load_mnist
 from scratchgen.models import MADE, GaussianMixtureMADE, IndependentBernoulli
 from scratchgen.models.made import made_degrees, made_masks
-from conftest import t64
+from conftest import last_json_line, load_demo, t64
 
-DEMO = Path(__file__).resolve().parents[1] / "demos" / "made.py"
 
 
 def float64(model):
@@ -222,9 +219,8 @@ def test_gaussian_mixture_made_density_integrates_to_one_and_learns_two_clusters
 
 
 def run_demo(args, capsys):
-    report = runpy.run_path(str(DEMO))["main"](args)
-    last_line = capsys.readouterr().out.strip().splitlines()[-1]
-    return report, json.loads(last_line)
+    report = load_demo("made").main(args)
+    return report, last_json_line(capsys)
 
 
 def test_demo_on_images_writes_pictures_metrics_and_baselines(tmp_path, capsys):

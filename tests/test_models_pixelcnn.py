@@ -4,8 +4,6 @@
 import itertools
 import json
 import math
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +11,8 @@ import pytest
 import scratchgen as sg
 from scratchgen.data import binarize, load_mnist
 from scratchgen.models import IndependentBernoulli, PixelCNN
-from conftest import t64
+from conftest import last_json_line, load_demo, t64
 
-DEMO = Path(__file__).resolve().parents[1] / "demos" / "pixelcnn.py"
 
 
 def float64(model):
@@ -132,10 +129,10 @@ def test_pixelcnn_learns_digits_better_than_independent_pixels():
 
 
 def test_demo_writes_samples_completions_and_metrics(tmp_path, capsys):
-    demo = runpy.run_path(str(DEMO))
-    report = demo["main"](["--epochs", "1", "--limit", "64", "--channels", "4", "--layers", "1", "--samples", "2",
+    demo = load_demo("pixelcnn")
+    report = demo.main(["--epochs", "1", "--limit", "64", "--channels", "4", "--layers", "1", "--samples", "2",
                            "--completions", "1", "--out", str(tmp_path), "--quiet"])
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = last_json_line(capsys)
     assert printed == report["final"]
     for name in ("samples.png", "completions.png", "learning_curve.png", "metrics.json", "checkpoint.npz"):
         assert (tmp_path / name).stat().st_size > 0, name
