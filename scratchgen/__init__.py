@@ -4,7 +4,8 @@ The layers of the library, each built only on those above it:
 
 * :mod:`scratchgen.backend`: NumPy or CuPy arrays, the random generator;
 * :mod:`scratchgen.tensor`, :mod:`scratchgen.autograd`, :mod:`scratchgen.ops`: tensors, the reverse-mode
-  engine and the differentiable ops; :mod:`scratchgen.gradcheck` to test them;
+  engine (:func:`grad`, differentiable again with ``create_graph=True``) and the differentiable ops;
+  :mod:`scratchgen.gradcheck` (:func:`gradcheck`, :func:`gradgradcheck`) to test them;
 * :mod:`scratchgen.nn` and :mod:`scratchgen.optim`: layers, losses, initialisers and optimisers;
 * :mod:`scratchgen.data`: the embedded MNIST subset, downloads, toy distributions, a data loader;
 * :mod:`scratchgen.checkpoint` (:func:`save`, :func:`load`), :mod:`scratchgen.train` (progress bar,
@@ -13,9 +14,9 @@ The layers of the library, each built only on those above it:
 """
 
 from scratchgen import backend
-from scratchgen.autograd import enable_grad, is_grad_enabled, no_grad
+from scratchgen.autograd import enable_grad, grad, is_grad_enabled, no_grad
 from scratchgen.backend import get_backend, manual_seed, set_backend, use_backend
-from scratchgen.gradcheck import GradcheckError, gradcheck
+from scratchgen.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from scratchgen.ops import concatenate, stack, where
 from scratchgen.tensor import Tensor, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from scratchgen import nn, optim  # noqa: E402  (they build on the names above)
@@ -26,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "randn", "rand", "zeros_like", "ones_like",
-    "concatenate", "stack", "where", "no_grad", "enable_grad", "is_grad_enabled",
-    "gradcheck", "GradcheckError", "set_backend", "get_backend", "use_backend", "manual_seed",
+    "concatenate", "stack", "where", "grad", "no_grad", "enable_grad", "is_grad_enabled",
+    "gradcheck", "gradgradcheck", "GradcheckError", "set_backend", "get_backend", "use_backend", "manual_seed",
     "backend", "nn", "optim", "data", "save", "load", "CheckpointError",
 ]

@@ -1,30 +1,52 @@
 """The reverse-mode engine: how an op is recorded and how gradients flow back through the graph.
 
-An op is a subclass of :class:`Function` with two methods on raw backend arrays:
+An op is a subclass of :class:`Function` with two methods:
 
-* ``forward(self, *arrays, **params)`` computes the output and keeps what the backward will need
-  (as attributes of ``self``);
-* ``backward(self, grad)`` receives dL/d(output) and returns dL/d(input) for each input, in order
-  (``None`` for an input that needs no gradient).
+* ``forward(self, *arrays, **params)`` computes the output from raw backend arrays (NumPy or CuPy), and
+  may keep arrays that its backward needs but that do not depend smoothly on the input (a ReLU's mask,
+  a max-pool's winners) as attributes of ``self``;
+* ``backward(self, grad)`` receives dL/d(output) as a :class:`~scratchgen.tensor.Tensor` and returns
+  dL/d(input) for each input, in order, as Tensors (``None`` for an input that needs no gradient). It is
+  written with Tensor ops and reads the op's inputs and output as Tensors, ``self.inputs`` and
+  ``self.output``, so that the gradient is itself a computation the engine can record. For example::
 
-:meth:`Function.apply` runs the forward on the inputs' arrays and, when gradients are wanted, links the
-output :class:`~scratchgen.tensor.Tensor` to the op that made it. Calling ``loss.backward()`` then runs
-:func:`backward`: it sorts the recorded graph in topological order (iteratively, so a graph of 10,000
-nodes is fine), walks it from the loss back to the leaves, sums the gradient of a tensor over all its uses,
-sums broadcast axes back to each input's shape (:func:`unbroadcast`, so that no op has to) and adds the
-result into the ``.grad`` of every leaf that requires one.
+      class Exp(Function):
+          '''d/dx exp(x) = exp(x).'''
+          def forward(self, x):
+              return xp.exp(x)
+          def backward(self, grad):
+              return grad * self.output
 
-This is the design of tinygrad's first versions and of Chainer's ``FunctionNode``, with the engine's
-bookkeeping written once here rather than in every op.
+This is needle's design (CMU 10-414) and PyTorch's for its differentiable backward formulas: each op's
+derivative is written once, and gradients can be differentiated again, to any order.
+
+:meth:`Function.apply` runs the forward and, when gradients are wanted, links the output Tensor to the
+op that made it. Then :func:`backward` (``loss.backward()``) or :func:`grad` walks the graph from the
+output back to the inputs in reverse topological order (found iteratively, so a graph of 10,000 nodes is
+fine), sums the gradient of a tensor over all its uses, and sums broadcast axes back to each input's
+shape (:func:`unbroadcast`, so that no op has to). Without ``create_graph`` the walk runs under
+:func:`no_grad` and the gradients are plain values; with ``create_graph=True`` every op of the backward
+is recorded too, and the gradients are Tensors in the graph, ready for another ``backward``:
+a gradient penalty (WGAN-GP, R1), a Hessian-vector product, a Newton step.
+
+The engine checks what every backward returns: one gradient per input, a Tensor of the input's dtype
+whose shape is the input's or broadcasts to it. It also refuses to differentiate through a tensor whose
+data was replaced or changed in place (``t.data = ...``, ``t.data += ...``) after an op used it: each
+tensor has a version counter, as in PyTorch, and each op remembers the versions it saw.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import weakref
 
 from scratchgen import backend
 
-__all__ = ["Function", "backward", "unbroadcast", "no_grad", "enable_grad", "is_grad_enabled"]
+__all__ = [
+    "Function", "backward", "grad", "constant", "once_differentiable", "unbroadcast", "no_grad", "enable_grad",
+    "is_grad_enabled",
+]
 
 
 class _GradMode:
@@ -56,12 +78,17 @@ def enable_grad():
         _GradMode.enabled = previous
 
 
+def _grad_mode(enabled: bool):
+    return enable_grad() if enabled else no_grad()
+
+
 class Function:
     """Base class of every differentiable op. Subclasses write ``forward`` and ``backward``.
 
     Attributes:
-        inputs: the input tensors, kept only when the output requires a gradient.
-        needs_input_grad: one bool per input; ``backward`` may skip the gradients that are False.
+        inputs: the input Tensors, kept when the output requires a gradient.
+        needs_input_grad: one bool per input, set by the engine before each ``backward``: whether this
+            pass wants that input's gradient. ``backward`` may skip the ones that are False.
     """
 
     #: Ops whose inputs must be floating point. Shape and indexing ops set this to False.
@@ -69,12 +96,26 @@ class Function:
 
     inputs: tuple = ()
     needs_input_grad: tuple = ()
+    _versions: tuple = ()
+    _output_ref = None
 
     def forward(self, *arrays, **params):
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def backward(self, grad):
         raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    @property
+    def output(self):
+        """The Tensor this op produced, for a backward that reads it (exp, tanh, ...).
+
+        The op holds it weakly, so that op and output do not keep each other alive; the engine holds
+        the output while it runs the op's backward.
+        """
+        out = self._output_ref() if self._output_ref is not None else None
+        if out is None:
+            raise RuntimeError(f"{self.name()}: the output of this op no longer exists (only the engine calls backward)")
+        return out
 
     @classmethod
     def name(cls) -> str:
@@ -91,31 +132,75 @@ class Function:
 
         Returns:
             A new Tensor holding the output.
+
+        Raises:
+            The forward's own ValueError, TypeError or IndexError, re-raised with the op's name and the
+            input shapes added in front, chained to the original so that its traceback still shows the
+            line that failed.
         """
-        arrays = [t.data for t in inputs]
+        arrays = [t._data for t in inputs]
         _check_inputs(cls, arrays)
         fn = cls()
-        requires_grad = _GradMode.enabled and any(t.requires_grad for t in inputs)
-        if requires_grad:
-            fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
         try:
             out = fn.forward(*arrays, **params)
-        except ValueError as err:
-            shapes = " and ".join(str(tuple(a.shape)) for a in arrays)
-            raise ValueError(f"{cls.name()}: invalid input shapes {shapes}: {err}") from None
+        except (ValueError, TypeError, IndexError) as err:
+            shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+            raise type(err)(f"{cls.name()} (inputs of shapes {shapes}): {err}") from err
         if not backend.is_array(out):
             out = backend.xp.asarray(out)  # NumPy returns scalars, not 0-d arrays, from 0-d inputs
+        requires_grad = _GradMode.enabled and any(t.requires_grad for t in inputs)
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
             fn.inputs = inputs
+            fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            fn._versions = tuple(t._version for t in inputs)
+            fn._output_ref = weakref.ref(result)
             result._creator = fn
         return result
 
 
+def constant(array):
+    """A Tensor outside the graph for an array that a backward multiplies by but never differentiates.
+
+    For a ReLU's mask, the sign of x or a max-pool's winners: piecewise constant in the input, so their
+    derivative is zero wherever it is defined, and treating them as constants loses nothing in a second
+    derivative. (A value that changes smoothly with the input, such as tanh(x), must come from
+    ``self.output`` or Tensor ops instead, or the second derivative will be wrong.)
+    """
+    return Tensor(backend.xp.asarray(array))
+
+
+def once_differentiable(backward):
+    """Decorate a ``backward`` written on raw arrays: it gets ``grad`` as an array and returns arrays.
+
+    Such a backward is one formula on NumPy (or CuPy) arrays, as in a first course on backpropagation
+    (the conv2d assignment writes one), and the engine runs it like any other. Its result is a constant,
+    though, so its gradient cannot be differentiated again: under ``create_graph=True`` it raises instead
+    of silently giving a zero second derivative. PyTorch's decorator of the same name does the same.
+    """
+
+    @functools.wraps(backward)
+    def array_backward(self, grad):
+        if isinstance(grad, Tensor):
+            if is_grad_enabled():
+                raise RuntimeError(
+                    f"{self.name()}.backward is once_differentiable (written on raw arrays), so its gradient "
+                    "cannot be differentiated again (create_graph=True); write it with Tensor ops to allow that"
+                )
+            grad = grad.data
+        grads = backward(self, grad)
+        if not isinstance(grads, tuple):
+            return None if grads is None else constant(grads)
+        return tuple(None if g is None else constant(g) for g in grads)
+
+    return array_backward
+
+
 def _check_inputs(cls, arrays) -> None:
     """Fail early, naming the op, when an input is on the wrong device or is not floating point."""
+    array_type = backend.array_type()
     for i, a in enumerate(arrays):
-        if not backend.is_array(a):
+        if not isinstance(a, array_type):
             raise backend.BackendError(
                 f"{cls.name()}: input {i} is on {backend.device_of(a)} but the active backend is "
                 f"{backend.get_backend()}; inputs are on "
@@ -134,9 +219,10 @@ def unbroadcast(grad, shape):
 
     If ``a`` of shape (3, 1) was broadcast against (2, 3, 4), the gradient arrives as (2, 3, 4); each
     element of ``a`` was used 2·4 times, so its gradient is the sum over those uses: over the new leading
-    axis 0 and the stretched axis 2.
+    axis 0 and the stretched axis 2. Works on Tensors (a sum and a reshape, both differentiable) and on
+    arrays alike.
     """
-    if grad.shape == shape:
+    if tuple(grad.shape) == tuple(shape):
         return grad
     extra = grad.ndim - len(shape)
     stretched = tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
@@ -146,14 +232,21 @@ def unbroadcast(grad, shape):
     return grad.reshape(shape)
 
 
-def _topological_order(root):
-    """Tensors that ``root`` depends on (through tensors requiring grad), each after its inputs.
+def _broadcasts_to(shape, target) -> bool:
+    """Whether an array of ``shape`` can come from broadcasting one of ``target`` (NumPy's rules)."""
+    if len(shape) < len(target):
+        return False
+    return all(t == s or t == 1 for s, t in zip(shape[len(shape) - len(target):], target))
+
+
+def _topological_order(roots):
+    """Tensors that ``roots`` depend on (through tensors requiring grad), each after its inputs.
 
     An explicit stack instead of recursion: deep graphs (an RNN unrolled 10,000 steps) would exceed
     Python's recursion limit.
     """
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(root, False) for root in reversed(roots)]
     while stack:
         node, inputs_done = stack.pop()
         if inputs_done:
@@ -170,48 +263,200 @@ def _topological_order(root):
     return order
 
 
-def backward(root, grad=None) -> None:
+def _as_seed(root, seed, caller: str):
+    """The gradient that starts the walk at ``root``: ones for one element, else ``seed`` checked."""
+    if not isinstance(root, Tensor):
+        raise TypeError(f"{caller}: expected a Tensor to differentiate, got {type(root).__name__}")
+    if not root.requires_grad:
+        raise RuntimeError(
+            f"{caller}: this tensor does not require grad; no input of the computation that made it had "
+            "requires_grad=True (or it was computed under no_grad)"
+        )
+    if seed is None:
+        if root.size != 1:
+            raise RuntimeError(
+                f"{caller}: gradient can be implied only for a tensor of one element, got shape "
+                f"{root.shape}; pass a gradient of that shape"
+            )
+        return Tensor(backend.xp.ones_like(root.data))
+    if not isinstance(seed, Tensor):
+        seed = Tensor(backend.asarray(seed, dtype=root.dtype))
+    if seed.shape != root.shape:
+        raise ValueError(
+            f"{caller}: the gradient given has shape {seed.shape} but the tensor has shape {root.shape}; "
+            "they must be equal"
+        )
+    if seed.dtype != root.dtype:
+        raise TypeError(f"{caller}: the gradient given has dtype {seed.dtype} but the tensor has {root.dtype}")
+    return seed
+
+
+def _check_version(fn, i, tensor, seen) -> None:
+    if tensor._version != seen:
+        which = "its output" if i is None else f"its input {i}"
+        raise RuntimeError(
+            f"{fn.name()}: {which} (shape {tensor.shape}) was changed in place after {fn.name()} used it "
+            f"(version {seen}, now {tensor._version}), so its gradient would be taken at the new values. "
+            "Build a new tensor instead of writing into this one, or run the forward again after the change."
+        )
+
+
+def _input_gradients(fn, grad) -> list:
+    """Run ``fn.backward(grad)`` and check what it returns against the op's inputs, naming the op."""
+    for i, (tensor, seen) in enumerate(zip(fn.inputs, fn._versions)):
+        _check_version(fn, i, tensor, seen)
+    output = fn._output_ref()
+    if output is not None:
+        _check_version(fn, None, output, 0)
+    grads = fn.backward(grad)
+    if not isinstance(grads, tuple):
+        grads = (grads,)
+    name = fn.name()
+    if len(grads) != len(fn.inputs):
+        raise RuntimeError(
+            f"{name}.backward returned {len(grads)} gradient(s) but the op has {len(fn.inputs)} input(s); "
+            "return one per input, None for an input that needs none"
+        )
+    checked = []
+    for i, (tensor, g, needed) in enumerate(zip(fn.inputs, grads, fn.needs_input_grad)):
+        if not needed:
+            checked.append(None)
+            continue
+        if g is None:
+            raise RuntimeError(f"{name}.backward returned None for input {i} (shape {tensor.shape}), which needs a gradient")
+        if not isinstance(g, Tensor):
+            raise TypeError(
+                f"{name}.backward returned a {type(g).__name__} for input {i}; gradients are Tensors, computed "
+                "with Tensor ops from grad, self.inputs and self.output, so that they can be differentiated again"
+            )
+        if g._data.dtype != tensor._data.dtype:
+            raise TypeError(f"{name}.backward returned a {g.dtype} gradient for input {i}, which is {tensor.dtype}")
+        if g._data.shape != tensor._data.shape:
+            if not _broadcasts_to(g.shape, tensor.shape):
+                raise ValueError(
+                    f"{name}.backward returned a gradient of shape {g.shape} for input {i} of shape "
+                    f"{tensor.shape}; it must have the input's shape or one that the input broadcasts to"
+                )
+            g = unbroadcast(g, tensor.shape)
+        checked.append(g)
+    return checked
+
+
+def _backpropagate(roots, seeds, create_graph: bool, targets=None) -> dict:
+    """The walk shared by :func:`backward` and :func:`grad`.
+
+    Args:
+        roots, seeds: the tensors to differentiate and dL/d(root) for each.
+        create_graph: record the backward's ops, so that the gradients can be differentiated again.
+        targets: the tensors whose gradients are wanted; None for every leaf that requires one.
+
+    Returns:
+        {id(target): (target, gradient Tensor)} for each target that the roots depend on.
+    """
+    order = _topological_order(roots)
+    if targets is None:
+        wanted = {id(node) for node in order if node._creator is None}
+        useful = {id(node) for node in order}
+    else:
+        # Only tensors between the roots and the targets need a gradient: R1's penalty wants ∇ₓD(x),
+        # not the gradients of D's weights that the same graph could also give.
+        wanted, useful = {id(t) for t in targets}, set()
+        for node in order:  # inputs before outputs
+            if id(node) in wanted or (node._creator is not None and any(id(p) in useful for p in node._creator.inputs)):
+                useful.add(id(node))
+
+    grads = {}  # id(tensor) -> dL/d(tensor), summed over its uses so far
+    for root, seed in zip(roots, seeds):
+        grads[id(root)] = seed if id(root) not in grads else grads[id(root)] + seed
+    found = {}
+    with _grad_mode(create_graph):
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None or id(node) not in useful:
+                continue
+            if id(node) in wanted:
+                found[id(node)] = (node, g)
+            fn = node._creator
+            if fn is None:
+                continue
+            fn.needs_input_grad = tuple(p.requires_grad and id(p) in useful for p in fn.inputs)
+            if not any(fn.needs_input_grad):
+                continue
+            for parent, pg in zip(fn.inputs, _input_gradients(fn, g)):
+                if pg is not None:
+                    key = id(parent)
+                    grads[key] = pg if key not in grads else grads[key] + pg
+    return found
+
+
+def backward(root, grad=None, create_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires a gradient.
 
     Args:
         root: the tensor to differentiate, usually a scalar loss.
-        grad: dL/d(root), an array of root's shape; may be omitted when root has one element.
-    """
-    if not root.requires_grad:
-        raise RuntimeError(
-            "backward: this tensor does not require grad; no input of the computation that made it had "
-            "requires_grad=True (or it was computed under no_grad)"
-        )
-    if grad is None:
-        if root.data.size != 1:
-            raise RuntimeError(
-                f"backward: gradient can be implied only for a tensor of one element, got shape "
-                f"{root.shape}; pass grad=... of that shape"
-            )
-        grad = backend.xp.ones_like(root.data)
-    elif hasattr(grad, "data") and not backend.is_array(grad):
-        grad = grad.data  # a Tensor given as the seed gradient
+        grad: dL/d(root), an array or Tensor of root's shape; may be omitted when root has one element.
+        create_graph: record the backward pass, so that each leaf's gradient (``leaf.grad_tensor``) can
+            be differentiated again.
 
-    grads = {id(root): grad}  # id(tensor) -> dL/d(tensor), summed over its uses so far
-    for node in reversed(_topological_order(root)):
-        g = grads.pop(id(node), None)
-        if g is None:
-            continue
-        if not backend.is_array(g):
-            g = backend.xp.asarray(g)  # NumPy turns 0-d results into scalars; keep arrays throughout
-        fn = node._creator
-        if fn is None:  # a leaf: accumulate, as PyTorch does, until zero_grad
-            node.grad = g if node.grad is None else node.grad + g
-            continue
-        input_grads = fn.backward(g)
-        if not isinstance(input_grads, tuple):
-            input_grads = (input_grads,)
-        for parent, pg in zip(fn.inputs, input_grads):
-            if pg is None or not parent.requires_grad:
-                continue
-            pg = unbroadcast(pg, parent.data.shape)
-            key = id(parent)
-            grads[key] = pg if key not in grads else grads[key] + pg
+    Raises:
+        RuntimeError: root does not require grad, or needs an explicit ``grad``; a backward returned the
+            wrong number of gradients; a tensor was changed in place after an op used it.
+        ValueError, TypeError: ``grad``, or a gradient some op returned, has the wrong shape or dtype.
+    """
+    seed = _as_seed(root, grad, "backward")
+    found = _backpropagate([root], [seed], create_graph)
+    with _grad_mode(create_graph):
+        for leaf, g in found.values():  # accumulate, as PyTorch does, until zero_grad
+            leaf.grad_tensor = g if leaf.grad_tensor is None else leaf.grad_tensor + g
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, allow_unused: bool = False) -> tuple:
+    """The gradients of ``outputs`` with respect to ``inputs``, as ``torch.autograd.grad`` computes them.
+
+    Nothing is written into any ``.grad``. With ``create_graph=True`` the gradients are Tensors in the
+    graph and can be differentiated again: the gradient penalty of WGAN-GP is
+    ``(grad(D(x̂).sum(), x̂, create_graph=True)[0].norm - 1)²``, and a Hessian-vector product is
+    ``grad((grad(f, x, create_graph=True)[0] * v).sum(), x)``.
+
+    Args:
+        outputs: a Tensor or a sequence of Tensors to differentiate.
+        inputs: a Tensor or a sequence of Tensors (leaves or not) to differentiate with respect to.
+        grad_outputs: dL/d(output) for each output (arrays or Tensors of its shape); None means ones,
+            which needs outputs of one element.
+        create_graph: record the backward pass so that the gradients are differentiable.
+        allow_unused: return None for an input the outputs do not depend on, instead of raising.
+
+    Returns:
+        A tuple with one gradient Tensor (or None) per input, of that input's shape.
+
+    Raises:
+        RuntimeError: an input does not influence the outputs and ``allow_unused`` is False, or an
+            output does not require grad.
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor) or backend.is_array(grad_outputs):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    grad_outputs = list(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: {len(outputs)} output(s) but {len(grad_outputs)} grad_outputs")
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            raise RuntimeError(f"grad: input {i} does not require grad, so no gradient can be taken with respect to it")
+    seeds = [_as_seed(out, seed, "grad") for out, seed in zip(outputs, grad_outputs)]
+    found = _backpropagate(outputs, seeds, create_graph, targets=inputs)
+    result = []
+    for i, x in enumerate(inputs):
+        if id(x) in found:
+            result.append(found[id(x)][1])
+        elif allow_unused:
+            result.append(None)
+        else:
+            raise RuntimeError(
+                f"grad: input {i} (shape {x.shape}) was not used to compute the outputs; pass "
+                "allow_unused=True to get None for it"
+            )
+    return tuple(result)
 
 
 # Tensor is defined after the engine it relies on; the import sits here to avoid a cycle.

@@ -20,7 +20,7 @@ import os
 import numpy
 
 __all__ = [
-    "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of",
+    "xp", "set_backend", "get_backend", "use_backend", "array_type", "is_array", "asarray", "to_numpy", "device_of",
     "manual_seed", "rng", "get_rng_state", "set_rng_state", "scatter_add",
     "as_strided", "synchronize", "BackendError", "DEFAULT_DTYPE",
 ]
@@ -110,13 +110,22 @@ def get_backend() -> str:
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Switch to backend ``name`` for the body of a ``with`` block, then switch back."""
-    previous = _state.name
+    """Switch to backend ``name`` for the body of a ``with`` block, then switch back.
+
+    On leaving, the previous backend gets back its random generator exactly as it was, not re-seeded:
+    draws after the block continue the stream from before it.
+    """
+    previous = (_state.name, _state.module, _state.array_type, _state.generator, _state.seed)
     set_backend(name)
     try:
         yield
     finally:
-        set_backend(previous)
+        _state.name, _state.module, _state.array_type, _state.generator, _state.seed = previous
+
+
+def array_type() -> type:
+    """The array class of the active backend: ``numpy.ndarray`` or ``cupy.ndarray``."""
+    return _state.array_type
 
 
 def is_array(obj) -> bool:
@@ -139,13 +148,16 @@ def asarray(data, dtype=None):
     return _state.module.asarray(data, dtype=dtype)
 
 
-def to_numpy(array) -> numpy.ndarray:
-    """Copy an array of either backend to a host NumPy array (a no-op for NumPy arrays)."""
-    if isinstance(array, numpy.ndarray):
-        return array
-    if hasattr(array, "get"):
-        return array.get()
-    return numpy.asarray(array)
+def to_numpy(x) -> numpy.ndarray:
+    """The one way to bring data to the host: a NumPy array from an array of either backend, a Tensor
+    (its data), a list or a number. No copy for a NumPy array; a device-to-host copy for a CuPy one."""
+    if hasattr(x, "requires_grad"):  # a Tensor (this module sits below tensor.py and cannot import it)
+        x = x.data
+    if isinstance(x, numpy.ndarray):
+        return x
+    if hasattr(x, "get"):
+        return x.get()
+    return numpy.asarray(x)
 
 
 def synchronize() -> None:

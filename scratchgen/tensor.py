@@ -5,8 +5,14 @@ A tensor holds
 * ``data``: a NumPy or CuPy array (see :mod:`scratchgen.backend`);
 * ``requires_grad``: whether gradients should flow to it;
 * ``grad``: after ``loss.backward()``, the array dL/d(tensor), of ``data``'s shape, summed over calls
-  until it is reset with ``tensor.grad = None`` or an optimiser's ``zero_grad()``;
-* ``_creator``: the :class:`~scratchgen.autograd.Function` that computed it (``None`` for a leaf).
+  until it is reset with ``tensor.grad = None`` or an optimiser's ``zero_grad()``; ``grad_tensor`` is the
+  same gradient as a Tensor, which after ``backward(create_graph=True)`` is part of the graph (Chainer's
+  ``grad`` and ``grad_var``);
+* ``_creator``: the :class:`~scratchgen.autograd.Function` that computed it (``None`` for a leaf);
+* ``_version``: how many times ``data`` was assigned (``t.data = a``, or in place: ``t.data -= lr * g``
+  assigns too). An op records the versions of its inputs, and the engine refuses to differentiate
+  through an input changed since. Writing into the array's elements (``t.data[0] = 1``) bypasses the
+  counter, as PyTorch's ``.data`` does.
 
 Every operator and method below is a one-line call of an op in :mod:`scratchgen.ops`, where its forward
 and backward are written. Array-style methods take NumPy's argument names (``axis``, ``keepdims``).
@@ -29,15 +35,38 @@ class Tensor:
     Make tensors with :func:`scratchgen.tensor` rather than this constructor, which takes the array as is.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_creator", "name", "__weakref__")
+    __slots__ = ("_data", "_version", "grad_tensor", "requires_grad", "_creator", "name", "__weakref__")
     __array_priority__ = 1000  # so that ndarray * Tensor calls Tensor.__rmul__
 
     def __init__(self, data, requires_grad: bool = False, name: str | None = None):
-        self.data = data
-        self.grad = None
+        self._data = data
+        self._version = 0
+        self.grad_tensor = None
         self.requires_grad = requires_grad
         self._creator = None
         self.name = name
+
+    @property
+    def data(self):
+        """The array this tensor holds. Assigning it (``t.data = a``, ``t.data += a``) counts a new version."""
+        return self._data
+
+    @data.setter
+    def data(self, array):
+        self._data = array
+        self._version += 1
+
+    @property
+    def grad(self):
+        """dL/d(tensor) as an array of the backend (None before a backward); see ``grad_tensor``."""
+        return None if self.grad_tensor is None else self.grad_tensor.data
+
+    @grad.setter
+    def grad(self, value):
+        if value is None or isinstance(value, Tensor):
+            self.grad_tensor = value
+        else:
+            self.grad_tensor = Tensor(value)
 
     # ------------------------------------------------------------------ array-like information
 
@@ -95,12 +124,12 @@ class Tensor:
         self.requires_grad = flag
         return self
 
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, create_graph: bool = False) -> None:
         """Compute the gradient of this tensor with respect to every leaf that requires one.
 
         See :func:`scratchgen.autograd.backward`.
         """
-        autograd.backward(self, grad)
+        autograd.backward(self, grad, create_graph=create_graph)
 
     # ------------------------------------------------------------------ arithmetic (broadcasting)
 
@@ -182,19 +211,19 @@ class Tensor:
         return ops.Abs.apply(self)
 
     def tanh(self):
-        return ops.Tanh.apply(self)
+        return ops.HyperbolicTangent.apply(self)
 
     def sigmoid(self):
-        return ops.Sigmoid.apply(self)
+        return ops.Logistic.apply(self)
 
     def relu(self):
-        return ops.ReLU.apply(self)
+        return ops.Rectifier.apply(self)
 
     def leaky_relu(self, negative_slope: float = 0.01):
-        return ops.LeakyReLU.apply(self, negative_slope=negative_slope)
+        return ops.Rectifier.apply(self, negative_slope=negative_slope)
 
     def softplus(self):
-        return ops.Softplus.apply(self)
+        return ops.LogOnePlusExp.apply(self)
 
     def clip(self, min=None, max=None):
         return ops.Clip.apply(self, low=min, high=max)

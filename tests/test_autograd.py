@@ -114,3 +114,108 @@ def test_mixing_a_gpu_array_into_a_cpu_graph_names_both_devices():
 
     with pytest.raises(sg.backend.BackendError, match=r"add: input 1 is on gpu \(cupy\) but the active backend is numpy"):
         sg.ops.Add.apply(sg.tensor([1.0, 2.0]), sg.Tensor(FakeCupyArray()))
+
+
+# ------------------------------------------------------------------ the engine checks what ops return
+
+
+class _Scale(sg.autograd.Function):
+    """y = 2·a + b with a backward that a test replaces by a broken one."""
+
+    def forward(self, a, b):
+        return 2 * a + b
+
+    def backward(self, grad):
+        return grad * 2.0, grad
+
+
+def _broken(backward):
+    return type("Broken", (_Scale,), {"backward": backward}).apply
+
+
+def test_a_backward_returning_too_few_gradients_is_an_error_naming_the_op():
+    a, b = t64([1.0, 2.0]), t64([3.0, 4.0])
+    op = _broken(lambda self, grad: grad * 2.0)
+    with pytest.raises(RuntimeError, match=r"broken.backward returned 1 gradient\(s\) but the op has 2 input\(s\)"):
+        op(a, b).sum().backward()
+    assert a.grad is None and b.grad is None
+
+
+def test_a_gradient_of_the_wrong_shape_names_the_op_the_input_and_both_shapes():
+    a, b = t64([1.0, 2.0]), t64([3.0, 4.0])
+    op = _broken(lambda self, grad: (grad * 2.0, grad.reshape(2, 1) * sg.tensor(np.ones((2, 3)))))
+    with pytest.raises(ValueError, match=r"broken.backward returned a gradient of shape \(2, 3\) for input 1 of shape \(2,\)"):
+        op(a, b).sum().backward()
+
+
+def test_a_gradient_of_the_wrong_dtype_or_type_is_an_error():
+    a, b = t64([1.0, 2.0]), t64([3.0, 4.0])
+    as_float32 = _broken(lambda self, grad: (grad * 2.0, grad.astype(np.float32)))
+    with pytest.raises(TypeError, match="broken.backward returned a float32 gradient for input 1, which is float64"):
+        as_float32(a, b).sum().backward()
+    as_array = _broken(lambda self, grad: (grad * 2.0, grad.data))
+    with pytest.raises(TypeError, match="broken.backward returned a ndarray for input 1; gradients are Tensors"):
+        as_array(a, b).sum().backward()
+    missing = _broken(lambda self, grad: (grad * 2.0, None))
+    with pytest.raises(RuntimeError, match=r"returned None for input 1 \(shape \(2,\)\), which needs a gradient"):
+        missing(a, b).sum().backward()
+
+
+def test_a_seed_gradient_of_the_wrong_shape_is_an_error():
+    x = t64([1.0, 2.0])
+    y = x * 3.0
+    with pytest.raises(ValueError, match=r"backward: the gradient given has shape \(3,\) but the tensor has shape \(2,\)"):
+        y.backward(np.ones(3))
+
+
+def test_an_error_inside_a_forward_keeps_the_line_that_failed():
+    class Fails(sg.autograd.Function):
+        def forward(self, x):
+            return x.reshape(7)  # the line a student needs to see
+
+    with pytest.raises(ValueError, match=r"fails \(inputs of shapes \(2, 3\)\): cannot reshape") as info:
+        Fails.apply(t64(np.ones((2, 3))))
+    cause = info.value.__cause__
+    assert isinstance(cause, ValueError)  # chained, not replaced: the original traceback is kept
+    frames = [frame.name for frame in info.traceback] + [f.name for f in __import__("traceback").extract_tb(cause.__traceback__)]
+    assert "forward" in frames
+
+
+def test_a_tensor_changed_in_place_after_use_is_not_differentiated_at_its_new_value():
+    x = t64([1.0, 2.0])
+    y = (x * x).sum()
+    x.data += 1.0  # an in-place change, as an optimiser step makes
+    with pytest.raises(RuntimeError, match=r"mul: its input 0 \(shape \(2,\)\) was changed in place after mul used it \(version 0, now 1\)"):
+        y.backward()
+    z = x.exp()
+    z.data = z.data * 2
+    with pytest.raises(RuntimeError, match="exp: its output .* was changed in place"):
+        z.sum().backward()
+
+
+def test_use_backend_leaves_the_random_stream_where_it_was():
+    sg.manual_seed(3)
+    first = sg.randn(4).numpy()
+    with sg.use_backend("numpy"):
+        pass
+    after_block = sg.randn(4).numpy()
+    sg.manual_seed(3)
+    sg.randn(4)
+    np.testing.assert_array_equal(after_block, sg.randn(4).numpy())  # the stream went on, not restarted
+    assert not np.array_equal(first, after_block)
+
+
+def test_a_parameter_shared_by_two_layers_is_listed_and_updated_once():
+    nn = sg.nn
+    first, second = nn.Linear(3, 3), nn.Linear(3, 3)
+    second.weight = first.weight  # tied weights
+    model = nn.Sequential(first, nn.Tanh(), second)
+    params = model.parameters()
+    assert len(params) == 3 and sum(p is first.weight for p in params) == 1
+    assert [name for name, _ in model.named_parameters()] == ["0.weight", "0.bias", "2.bias"]
+
+
+def test_op_classes_and_layer_classes_never_share_a_name():
+    op_names = {name for name, obj in vars(sg.ops).items() if isinstance(obj, type)}
+    layer_names = {name for name, obj in vars(sg.nn).items() if isinstance(obj, type)}
+    assert not op_names & layer_names

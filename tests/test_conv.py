@@ -75,7 +75,9 @@ def test_conv2d_gradients(case, rng):
     n, c, h, w, o, k, s, p, d = case
     x, weight, bias = (t64(rng.standard_normal(shape)) for shape in ((n, c, h, w), (o, c) + k, (o,)))
     assert sg.gradcheck(lambda x, w, b: F.conv2d(x, w, b, s, p, d), [x, weight, bias])
+    assert sg.gradgradcheck(lambda x, w, b: F.conv2d(x, w, b, s, p, d), [x, weight, bias])
     assert sg.gradcheck(lambda x, w: F.conv2d(x, w, None, s, p, d), [x, weight])
+    assert sg.gradgradcheck(lambda x, w: F.conv2d(x, w, None, s, p, d), [x, weight])
 
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, output_padding, dilation)
@@ -101,7 +103,9 @@ def test_conv_transpose2d_gradients(case, rng):
     n, c, h, w, o, k, s, p, op, d = case
     x, weight, bias = (t64(rng.standard_normal(shape)) for shape in ((n, c, h, w), (c, o) + k, (o,)))
     assert sg.gradcheck(lambda x, w, b: F.conv_transpose2d(x, w, b, s, p, op, d), [x, weight, bias])
+    assert sg.gradgradcheck(lambda x, w, b: F.conv_transpose2d(x, w, b, s, p, op, d), [x, weight, bias])
     assert sg.gradcheck(lambda x, w: F.conv_transpose2d(x, w, None, s, p, op, d), [x, weight])
+    assert sg.gradgradcheck(lambda x, w: F.conv_transpose2d(x, w, None, s, p, op, d), [x, weight])
 
 
 def test_conv_transpose2d_is_the_input_gradient_of_conv2d(rng):
@@ -157,6 +161,7 @@ def test_layers_gradcheck_through_their_parameters(rng):
     x = t64(rng.standard_normal((1, 2, 7, 8)))  # batch size 1
     params = [conv.weight, conv.bias, transposed.weight, transposed.bias]
     assert sg.gradcheck(lambda x, *params: transposed(conv(x)), [x] + params)
+    assert sg.gradgradcheck(lambda x, *params: transposed(conv(x)), [x] + params)
 
 
 def test_parameter_names_shapes_and_pytorch_default_initialisation():

@@ -5,8 +5,9 @@ Each grader in ``coursework/<assignment>/`` is run, as a student runs it, agains
 * a reference answer built on the library (``tests/coursework_solutions/<name>_reference.py``): every
   check must pass;
 * the untouched starter file: it must fail, and every failure must say which gap is still empty;
-* a planted wrong answer (``<name>_wrong.py``, each with a classic mistake described in its docstring):
-  the checks aimed at that mistake must fail with a message that points at it, and the others must pass.
+* each planted wrong answer (``<name>_wrong*.py``, each with a classic mistake described in its
+  docstring): the checks aimed at that mistake must fail with a message that points at it, and the
+  others must pass.
 
 The graders run in this process with ``pytest.main`` (a few seconds each); one test runs the README's
 command in a subprocess, exactly as a new student would, fills the gap of assignment 1 and grades it.
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COURSEWORK = ROOT / "coursework"
 SOLUTIONS = Path(__file__).resolve().parent / "coursework_solutions"
 
-# assignment folder -> (starter file, name of its reference and wrong answers in SOLUTIONS)
+# assignment folder -> (starter file, name of its reference answer in SOLUTIONS)
 ASSIGNMENTS = {
     "01_backward": ("softsign.py", "softsign"),
     "02_conv": ("conv2d.py", "conv2d"),
@@ -34,32 +35,47 @@ ASSIGNMENTS = {
     "05_masks": ("masks.py", "masks"),
 }
 
-# For each planted wrong answer: the checks that must fail, each with a fragment of the message that
-# names the mistake, and checks that must still pass (the grader blames the right part).
+# For each planted wrong answer in SOLUTIONS: its assignment, the checks that must fail, each with a
+# fragment of the message that names the mistake, and checks that must still pass (the grader blames the
+# right part).
 PLANTED = {
-    "01_backward": (
+    "softsign_wrong.py": (
+        "01_backward",
         {"test_gradcheck": "finite differences give",
          "test_same_derivative_as_autograd_through_the_library_ops": "quotient rule"},
-        ["test_forward_is_still_softsign", "test_backward_leaves_the_incoming_gradient_alone"],
+        # a wrong derivative written with Tensor ops still differentiates consistently
+        ["test_forward_is_still_softsign", "test_backward_leaves_the_incoming_gradient_alone",
+         "test_second_derivative_by_gradgradcheck"],
     ),
-    "02_conv": (
+    "softsign_wrong_constant.py": (
+        "01_backward",
+        {"test_second_derivative_by_gradgradcheck": "second derivative"},
+        # the first derivative is right: only gradgradcheck sees a factor the graph took for a constant
+        ["test_backward_returns_one_gradient_shaped_like_the_input", "test_backward_keeps_float32", "test_gradcheck",
+         "test_same_derivative_as_autograd_through_the_library_ops", "test_a_network_of_softsign_units_learns_xor"],
+    ),
+    "conv2d_wrong.py": (
+        "02_conv",
         {"test_backward_by_gradcheck": "gradient of input 0",
          "test_backward_matches_the_library": "your gradient of x differs"},
         ["test_im2col_rows_are_the_windows", "test_col2im_is_the_adjoint_of_im2col",
          "test_forward_matches_the_library"],
     ),
-    "03_vae": (
+    "vae_loss_wrong.py": (
+        "03_vae",
         {"test_reparameterize_uses_sigma_equal_to_exp_half_logvar": "σ = exp(logvar) is the variance",
          "test_a_small_vae_trained_with_your_loss_has_a_good_elbo": "disagree about σ"},
         # gradcheck cannot see a convention bug: these pass, which is the lesson of the assignment
         ["test_gradients_flow_through_the_sample", "test_vae_loss_gradcheck", "test_gaussian_kl_known_values"],
     ),
-    "04_gan": (
+    "gan_step_wrong.py": (
+        "04_gan",
         {"test_generator_step_descends_the_non_saturating_loss": "g_optimizer.zero_grad()"},
         ["test_discriminator_loss_is_minus_the_value_function", "test_k_discriminator_steps_then_one_generator_step",
          "test_discriminator_steps_ascend_the_value_function"],
     ),
-    "05_masks": (
+    "masks_wrong.py": (
+        "05_masks",
         {"test_a_network_with_your_masks_is_autoregressive": "may only see the variables before it",
          "test_a_made_with_your_masks_learns_a_markov_chain": "below the data's entropy",
          "test_pixelcnn_masks_match_the_library": "should be",
@@ -126,18 +142,22 @@ def test_grader_fails_the_untouched_starter_naming_the_gap(assignment):
         assert "not filled in yet" in text and starter in text and "YOUR CODE HERE" in text, (name, text)
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_grader_fails_a_planted_wrong_answer_where_it_is_wrong(assignment):
-    code, results = grade(assignment, SOLUTIONS / f"{ASSIGNMENTS[assignment][1]}_wrong.py")
-    must_fail, must_pass = PLANTED[assignment]
+def test_every_planted_wrong_answer_is_in_the_table():
+    assert sorted(path.name for path in SOLUTIONS.glob("*_wrong*.py")) == sorted(PLANTED)
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_grader_fails_a_planted_wrong_answer_where_it_is_wrong(planted):
+    assignment, must_fail, must_pass = PLANTED[planted]
+    code, results = grade(assignment, SOLUTIONS / planted)
     assert code == 1
     for name, fragment in must_fail.items():
         outcome, text = results[name]
-        assert outcome == "failed", f"{assignment}: {name} did not catch the planted mistake"
-        assert fragment in text, f"{assignment}: {name} failed without saying {fragment!r}:\n{text}"
+        assert outcome == "failed", f"{planted}: {name} did not catch the planted mistake"
+        assert fragment in text, f"{planted}: {name} failed without saying {fragment!r}:\n{text}"
         assert "Traceback" not in text and len(text) < 1500, f"{name}: a failure should read as a message:\n{text}"
     for name in must_pass:
-        assert results[name][0] == "passed", f"{assignment}: {name} blames a part that is right:\n{results[name][1]}"
+        assert results[name][0] == "passed", f"{planted}: {name} blames a part that is right:\n{results[name][1]}"
 
 
 def test_a_new_student_fills_assignment_1_and_grades_it_with_the_readme_command(tmp_path):
@@ -146,8 +166,10 @@ def test_a_new_student_fills_assignment_1_and_grades_it_with_the_readme_command(
     before = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert before.returncode == 1 and "not filled in yet" in before.stdout, before.stdout[-2000:]
 
-    answer = (COURSEWORK / "01_backward" / "softsign.py").read_text().replace(
-        'raise NotImplementedError("your code here: Softsign.backward")', "return grad / (1 + xp.abs(self.x)) ** 2")
+    gap = 'raise NotImplementedError("your code here: Softsign.backward")'
+    starter = (COURSEWORK / "01_backward" / "softsign.py").read_text()
+    assert gap in starter, "the starter's gap changed: update the line this test fills in"
+    answer = starter.replace(gap, "return grad / (1 + x.abs()) ** 2")  # x = self.inputs[0], a Tensor
     mine = tmp_path / "my_softsign.py"
     mine.write_text(answer)
     after = subprocess.run(command + ["--solution", str(mine)], cwd=ROOT, capture_output=True, text=True, timeout=120)

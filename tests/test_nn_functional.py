@@ -22,6 +22,7 @@ def test_bce_with_logits_matches_the_bernoulli_formula(reduction, rng):
     tx = t64(x)
     np.testing.assert_allclose(F.binary_cross_entropy_with_logits(tx, y, reduction).numpy(), expected, rtol=1e-12)
     assert sg.gradcheck(lambda t: F.binary_cross_entropy_with_logits(t, y, reduction), [tx])
+    assert sg.gradgradcheck(lambda t: F.binary_cross_entropy_with_logits(t, y, reduction), [tx])
     tx.grad = None
     F.binary_cross_entropy_with_logits(tx, y, "sum").backward()
     np.testing.assert_allclose(tx.grad, p - y, rtol=1e-12)  # the famous σ(x) - y
@@ -36,6 +37,7 @@ def test_cross_entropy_matches_the_softmax_formula(reduction, rng):
     tx = t64(x)
     np.testing.assert_allclose(F.cross_entropy(tx, labels, reduction).numpy(), expected, rtol=1e-12)
     assert sg.gradcheck(lambda t: F.cross_entropy(t, labels, reduction), [tx])
+    assert sg.gradgradcheck(lambda t: F.cross_entropy(t, labels, reduction), [tx])
 
 
 @pytest.mark.parametrize("loss", ["bce", "ce", "log_softmax"])
@@ -72,6 +74,7 @@ def test_mse_loss(rng):
     assert F.mse_loss(tx, y).item() == pytest.approx(((x - y) ** 2).mean())
     assert F.mse_loss(tx, y, "sum").item() == pytest.approx(((x - y) ** 2).sum())
     assert sg.gradcheck(lambda t: F.mse_loss(t, y), [tx])
+    assert sg.gradgradcheck(lambda t: F.mse_loss(t, y), [tx])
     with pytest.raises(ValueError, match=r"mse_loss: target shape \(3, 5\) differs from input shape \(3, 4\)"):
         F.mse_loss(tx, np.zeros((3, 5)))
 
@@ -83,6 +86,7 @@ def test_gaussian_kl_matches_closed_form_and_is_zero_at_the_prior(rng):
     np.testing.assert_allclose(F.gaussian_kl(tm, tl).numpy(), expected, rtol=1e-12)
     assert F.gaussian_kl(tm, tl, "mean").item() == pytest.approx(expected.mean())
     assert sg.gradcheck(lambda a, b: F.gaussian_kl(a, b), [tm, tl])
+    assert sg.gradgradcheck(lambda a, b: F.gaussian_kl(a, b), [tm, tl])
     assert F.gaussian_kl(sg.zeros(2, 3), sg.zeros(2, 3), "sum").item() == 0.0
 
 
@@ -90,6 +94,7 @@ def test_softmax_rows_sum_to_one(rng):
     x = t64(rng.normal(size=(4, 6)))
     np.testing.assert_allclose(F.softmax(x, axis=1).numpy().sum(axis=1), 1.0)
     assert sg.gradcheck(lambda t: F.softmax(t, axis=1), [x])
+    assert sg.gradgradcheck(lambda t: F.softmax(t, axis=1), [x])
 
 
 def test_dropout_zeroes_about_p_and_keeps_the_mean():

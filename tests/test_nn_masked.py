@@ -25,6 +25,7 @@ def test_masked_linear_forward_is_the_masked_product_and_gradients_respect_the_m
     expected = x.numpy() @ (layer.weight.numpy() * mask).T + layer.bias.numpy()
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-12)
     assert sg.gradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
+    assert sg.gradgradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
 
     layer.zero_grad()
     layer(x).sum().backward()
@@ -73,6 +74,7 @@ def test_masked_conv_forward_and_gradcheck(rng):
     masked.bias.data = layer.bias.data
     np.testing.assert_allclose(out.numpy(), masked(x).numpy(), rtol=1e-12)
     assert sg.gradcheck(lambda x, w: layer(x), [x, layer.weight])
+    assert sg.gradgradcheck(lambda x, w: layer(x), [x, layer.weight])
 
     layer.zero_grad()
     layer(x).sum().backward()

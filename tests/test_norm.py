@@ -56,10 +56,12 @@ def test_gradients_in_training_and_evaluation_mode(layer_type, shape, rng):
     x = t64(rng.standard_normal(shape) * 2 + 1)
     # Training: μ and σ² depend on x, so every element's gradient flows through all of its channel.
     assert sg.gradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
+    assert sg.gradgradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
     layer.eval()
     layer.running_mean.data = rng.standard_normal(shape[1])
     layer.running_var.data = rng.random(shape[1]) + 0.5
     assert sg.gradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
+    assert sg.gradgradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -68,7 +70,9 @@ def test_functional_batch_norm_gradients_with_and_without_affine(training, rng):
     mean, var = rng.standard_normal(3), rng.random(3) + 0.5
     weight, bias = t64(rng.standard_normal(3)), t64(rng.standard_normal(3))
     assert sg.gradcheck(lambda x, w, b: F.batch_norm(x, mean.copy(), var.copy(), w, b, training), [x, weight, bias])
+    assert sg.gradgradcheck(lambda x, w, b: F.batch_norm(x, mean.copy(), var.copy(), w, b, training), [x, weight, bias])
     assert sg.gradcheck(lambda x: F.batch_norm(x, mean.copy(), var.copy(), training=training), [x])
+    assert sg.gradgradcheck(lambda x: F.batch_norm(x, mean.copy(), var.copy(), training=training), [x])
 
 
 def test_running_statistics_update_as_in_pytorch(rng):

@@ -36,6 +36,7 @@ def test_binary_op_forward_and_gradcheck(name, shapes, rng):
     ta, tb = t64(a), t64(b)
     np.testing.assert_allclose(op(ta, tb).numpy(), reference(a, b), rtol=1e-12)
     assert sg.gradcheck(op, [ta, tb])
+    assert sg.gradgradcheck(op, [ta, tb])
 
 
 @pytest.mark.parametrize("name", ["add", "sub", "mul", "div"])
@@ -46,6 +47,7 @@ def test_binary_op_with_python_number_on_either_side(name, rng):
     np.testing.assert_allclose(op(ta, 1.5).numpy(), reference(a, 1.5))
     np.testing.assert_allclose(op(1.5, ta).numpy(), reference(1.5, a))
     assert sg.gradcheck(lambda x: op(x, 1.5) + op(1.5, x), [ta])
+    assert sg.gradgradcheck(lambda x: op(x, 1.5) + op(1.5, x), [ta])
 
 
 def test_python_numbers_keep_float32():
@@ -89,6 +91,7 @@ def test_unary_op_forward_and_gradcheck(name, shape, rng):
     tx = t64(x)
     np.testing.assert_allclose(op(tx).numpy(), reference(x), rtol=1e-12, atol=1e-15)
     assert sg.gradcheck(op, [tx])
+    assert sg.gradgradcheck(op, [tx])
 
 
 def test_where_routes_values_and_gradients(rng):
@@ -98,6 +101,7 @@ def test_where_routes_values_and_gradients(rng):
     out = sg.where(condition, ta, tb)
     np.testing.assert_array_equal(out.numpy(), np.where(condition, a, b))
     assert sg.gradcheck(lambda x, y: sg.where(condition, x, y), [ta, tb])
+    assert sg.gradgradcheck(lambda x, y: sg.where(condition, x, y), [ta, tb])
     np.testing.assert_array_equal(sg.where(condition, ta, 0.0).numpy(), np.where(condition, a, 0.0))
 
 
@@ -114,9 +118,9 @@ def test_sigmoid_and_softplus_are_finite_at_extreme_inputs(dtype):
 
 
 def test_broadcast_mismatch_names_op_and_shapes():
-    with pytest.raises(ValueError, match=r"add: invalid input shapes \(3, 4\) and \(5,\)"):
+    with pytest.raises(ValueError, match=r"add \(inputs of shapes \(3, 4\), \(5,\)\): operands could not be broadcast"):
         sg.zeros(3, 4) + sg.zeros(5)
-    with pytest.raises(ValueError, match=r"mul: .*\(2, 3\) and \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"mul \(inputs of shapes \(2, 3\), \(4, 3\)\)"):
         sg.zeros(2, 3) * sg.zeros(4, 3)
 
 

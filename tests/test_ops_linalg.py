@@ -23,10 +23,11 @@ def test_matmul_matches_numpy_and_passes_gradcheck(shapes, rng):
     ta, tb = t64(a), t64(b)
     np.testing.assert_allclose((ta @ tb).numpy(), a @ b, rtol=1e-12)
     assert sg.gradcheck(lambda x, y: x @ y, [ta, tb])
+    assert sg.gradgradcheck(lambda x, y: x @ y, [ta, tb])
 
 
 def test_matmul_shape_error_names_both_shapes():
-    with pytest.raises(ValueError, match=r"matmul: invalid input shapes \(3, 4\) and \(5, 6\): inner dimensions differ: 4 .* 5"):
+    with pytest.raises(ValueError, match=r"matmul \(inputs of shapes \(3, 4\), \(5, 6\)\): inner dimensions differ: 4 .* 5"):
         sg.zeros(3, 4) @ sg.zeros(5, 6)
 
 
@@ -39,6 +40,7 @@ def test_linear_matches_formula_and_passes_gradcheck(x_shape, bias, rng):
     expected = x @ w.T + (b if bias else 0)
     np.testing.assert_allclose(sg.nn.functional.linear(*args).numpy(), expected, rtol=1e-12)
     assert sg.gradcheck(sg.nn.functional.linear, args)
+    assert sg.gradgradcheck(sg.nn.functional.linear, args)
 
 
 def test_linear_skips_the_input_gradient_that_is_not_needed(rng):

@@ -14,6 +14,7 @@ def test_reshape_and_flatten(rng):
     np.testing.assert_array_equal(tx.reshape((-1, 2)).numpy(), x.reshape(-1, 2))
     np.testing.assert_array_equal(tx.flatten(1).numpy(), x.reshape(2, 12))
     assert sg.gradcheck(lambda t: t.reshape(6, 4) * t64(np.arange(24.0).reshape(6, 4), False), [tx])
+    assert sg.gradgradcheck(lambda t: t.reshape(6, 4) * t64(np.arange(24.0).reshape(6, 4), False), [tx])
 
 
 @pytest.mark.parametrize("axes", [None, (1, 0, 2), (2, 0, 1), (0, 2, 1)], ids=str)
@@ -23,6 +24,7 @@ def test_transpose(axes, rng):
     got = tx.T if axes is None else tx.transpose(axes)
     np.testing.assert_array_equal(got.numpy(), np.transpose(x, axes))
     assert sg.gradcheck(lambda t: (t.T if axes is None else t.transpose(*axes)).exp(), [tx])
+    assert sg.gradgradcheck(lambda t: (t.T if axes is None else t.transpose(*axes)).exp(), [tx])
 
 
 INDICES = [
@@ -44,6 +46,7 @@ def test_indexing(index, rng):
     index = index[0] if len(index) == 1 else index
     np.testing.assert_array_equal(tx[index].numpy(), x[index])
     assert sg.gradcheck(lambda t: t[index] * 2.0, [tx])
+    assert sg.gradgradcheck(lambda t: t[index] * 2.0, [tx])
 
 
 def test_boolean_mask_index(rng):
@@ -68,10 +71,13 @@ def test_concatenate_and_stack(axis, rng):
     np.testing.assert_array_equal(sg.concatenate([ta, tb, tc], axis=axis).numpy(), np.concatenate([a, b, c], axis))
     np.testing.assert_array_equal(sg.stack([ta, tb, tc], axis=axis).numpy(), np.stack([a, b, c], axis))
     assert sg.gradcheck(lambda *t: sg.concatenate(t, axis=axis).tanh(), [ta, tb, tc])
+    assert sg.gradgradcheck(lambda *t: sg.concatenate(t, axis=axis).tanh(), [ta, tb, tc])
     assert sg.gradcheck(lambda *t: sg.stack(t, axis=axis).tanh(), [ta, tb, tc])
+    assert sg.gradgradcheck(lambda *t: sg.stack(t, axis=axis).tanh(), [ta, tb, tc])
 
 
 def test_concatenate_of_unequal_sizes(rng):
     a, b = t64(rng.normal(size=(2, 3))), t64(rng.normal(size=(2, 5)))
     assert sg.concatenate([a, b], axis=1).shape == (2, 8)
     assert sg.gradcheck(lambda x, y: sg.concatenate([x, y], axis=1) ** 2, [a, b])
+    assert sg.gradgradcheck(lambda x, y: sg.concatenate([x, y], axis=1) ** 2, [a, b])

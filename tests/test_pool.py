@@ -44,6 +44,7 @@ def test_max_pool2d_forward_and_gradient(shape, kernel, stride, padding, dilatio
     np.testing.assert_array_equal(out.numpy(), reference_pool(x, kernel, stride, padding, dilation, np.max, -np.inf))
     # Distinct random values: no ties, so max is differentiable at x and gradcheck applies.
     assert sg.gradcheck(lambda x: F.max_pool2d(x, kernel, stride, padding, dilation), [t64(x)])
+    assert sg.gradgradcheck(lambda x: F.max_pool2d(x, kernel, stride, padding, dilation), [t64(x)])
 
 
 AVG_CASES = [
@@ -61,6 +62,7 @@ def test_avg_pool2d_forward_and_gradient(shape, kernel, stride, padding, rng):
     expected = reference_pool(x, kernel, stride, padding, (1, 1), np.mean, 0.0)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
     assert sg.gradcheck(lambda x: F.avg_pool2d(x, kernel, stride, padding), [t64(x)])
+    assert sg.gradgradcheck(lambda x: F.avg_pool2d(x, kernel, stride, padding), [t64(x)])
 
 
 @pytest.mark.parametrize("scale", [2, (2, 3), (1, 2)])
@@ -70,6 +72,7 @@ def test_nearest_upsampling_forward_and_gradient(scale, rng):
     out = F.interpolate(sg.tensor(x), scale_factor=scale)
     np.testing.assert_array_equal(out.numpy(), x.repeat(sh, axis=2).repeat(sw, axis=3))
     assert sg.gradcheck(lambda x: F.interpolate(x, scale_factor=scale), [t64(x)])
+    assert sg.gradgradcheck(lambda x: F.interpolate(x, scale_factor=scale), [t64(x)])
 
 
 def test_layers_match_their_functions_and_gradcheck(rng):
@@ -81,6 +84,7 @@ def test_layers_match_their_functions_and_gradcheck(rng):
     np.testing.assert_array_equal(out.numpy(), expected.numpy())
     assert out.shape == (1, 2, 3, 4)
     assert sg.gradcheck(model, [x])
+    assert sg.gradgradcheck(model, [x])
 
 
 def test_max_pool_gives_a_tied_window_gradient_to_its_first_maximum_only():

@@ -42,7 +42,7 @@ def test_trace_of_an_mlp_loss_has_one_node_per_op_and_per_leaf():
     assert sum(n.kind != "op" for n in graph.nodes) == len(leaves)
     assert len(graph.edges) == sum(len(fn.inputs) for fn in ops.values())
     labels = "\n".join(n.label for n in graph.nodes)
-    for op in ("linear", "relu", "logsoftmax", "mean"):
+    for op in ("affine", "rectifier", "logsoftmax", "mean"):
         assert op in labels
     for name in params:  # every parameter is drawn, named, and marked as requiring grad
         node = next(n for n in graph.nodes if n.label.startswith(name + "\n"))

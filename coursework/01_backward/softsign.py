@@ -1,4 +1,4 @@
-"""Assignment 1: write the backward of a new op, softsign, and prove it with gradcheck.
+"""Assignment 1: write the backward of a new op, softsign, and prove it with gradcheck and gradgradcheck.
 
     softsign(x) = x / (1 + |x|)
 
@@ -18,12 +18,14 @@ class Softsign(Function):
     is its derivative, in every op of scratchgen)."""
 
     def forward(self, x):
-        self.x = x  # kept for the backward
         return x / (1 + xp.abs(x))
 
     def backward(self, grad):
-        """Args: grad, dL/dy for y = softsign(x), of x's shape. Returns dL/dx, of x's shape."""
-        # YOUR CODE HERE: one line, the chain rule dL/dx = dL/dy · dy/dx, elementwise, using self.x.
+        """Args: grad, dL/dy for y = softsign(x): a Tensor of x's shape. Returns dL/dx, a Tensor of x's shape."""
+        # The op's input as a Tensor, not an array: what you compute from it with Tensor ops (+, *, /, **,
+        # .abs()) is recorded too, so that your gradient can itself be differentiated.
+        x, = self.inputs
+        # YOUR CODE HERE: one line, the chain rule dL/dx = dL/dy · dy/dx, elementwise, with Tensor ops on x.
         raise NotImplementedError("your code here: Softsign.backward")
 
 

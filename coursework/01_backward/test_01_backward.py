@@ -3,9 +3,10 @@
     python -m pytest coursework/01_backward                           # grades softsign.py in this folder
     python -m pytest coursework/01_backward --solution my_softsign.py   # grades another file
 
-Checks, in the order a student meets them: the forward is intact; the backward returns one gradient of
-the input's shape and dtype without touching the gradient it receives; gradcheck; agreement with
-autograd through the library's own ops; a small network with softsign units learns XOR.
+Checks, in the order a student meets them: the forward is intact; the backward returns one gradient,
+a Tensor of the input's shape and dtype, without touching the gradient it receives; gradcheck;
+agreement with autograd through the library's own ops; gradgradcheck (the gradient can be
+differentiated again); a small network with softsign units learns XOR.
 """
 
 import numpy as np
@@ -18,6 +19,11 @@ REQUIRED = ("Softsign", "softsign")
 
 HINT = ("Hint: by the quotient rule, with d|x|/dx = sign(x), then simplify; the derivative is positive "
         "everywhere and equals 1 at x = 0.")
+SECOND_HINT = (
+    "Hint: if gradcheck passes, your first derivative is right but the engine cannot differentiate it: "
+    "compute it with Tensor ops on x = self.inputs[0] (x.abs(), +, /, **). A factor computed from an array "
+    "(an x kept in forward, x.data, xp.abs(...), constant(...)) is a constant to the engine, so the second "
+    "derivative misses its derivative.")
 
 
 def _inputs(shape=(4, 5), scale=2.0):
@@ -25,11 +31,16 @@ def _inputs(shape=(4, 5), scale=2.0):
 
 
 def _backward_of(solution, x, grad):
-    """Run the op's forward and backward by hand, as the engine does, and return the one gradient."""
-    fn = solution.Softsign()
-    fn.needs_input_grad = (True,)
-    fn.forward(x)
-    result = fn.backward(grad)
+    """Run the op forward through the engine, then its backward on ``grad``, as the engine does.
+
+    ``Softsign.apply`` records the op (its ``inputs``, its ``output``) in the output's ``_creator``; the
+    engine then calls that op's ``backward`` with a Tensor, without recording it (no_grad) when no second
+    derivative is wanted. Calling it here, rather than ``y.backward()``, lets the checks look at exactly
+    what your backward returns.
+    """
+    y = solution.Softsign.apply(sg.tensor(x, requires_grad=True))
+    with sg.no_grad():
+        result = y._creator.backward(grad)
     if isinstance(result, (tuple, list)):
         assert len(result) == 1, f"Softsign has one input, so backward returns one gradient, got {len(result)}"
         result = result[0]
@@ -45,28 +56,31 @@ def test_forward_is_still_softsign(solution):
 
 def test_backward_returns_one_gradient_shaped_like_the_input(solution):
     x = _inputs()
-    grad = _backward_of(solution, x, np.ones_like(x))
-    assert grad is not None, "backward returned None: return dL/dx, an array of x's shape"
-    assert np.shape(grad) == x.shape, (f"backward returned an array of shape {np.shape(grad)}; dL/dx has the "
-                                       f"input's shape {x.shape}")
+    grad = _backward_of(solution, x, sg.tensor(np.ones_like(x)))
+    assert grad is not None, "backward returned None: return dL/dx, a Tensor of x's shape"
+    assert isinstance(grad, sg.Tensor), (
+        f"backward returned a {type(grad).__name__}, not a Tensor: compute dL/dx with Tensor ops on grad and "
+        f"x = self.inputs[0], so that the engine can record it")
+    assert grad.shape == x.shape, (f"backward returned a Tensor of shape {grad.shape}; dL/dx has the input's "
+                                   f"shape {x.shape}")
 
 
 def test_backward_keeps_float32(solution):
     x = _inputs().astype(np.float32)
-    grad = _backward_of(solution, x, np.ones_like(x))
+    grad = _backward_of(solution, x, sg.tensor(np.ones_like(x)))
     assert grad.dtype == np.float32, (
-        f"a float32 gradient came back as {grad.dtype}: a NumPy float64 scalar (np.float64(1), np.sqrt(2.0)) "
-        f"promotes float32 arrays; use Python numbers or the arrays' own dtype")
+        f"a float32 gradient came back as {grad.dtype}: a float64 array or NumPy float64 scalar "
+        f"(np.float64(1), np.sqrt(2.0)) promotes float32 data; use Python numbers and Tensor ops on x")
 
 
 def test_backward_leaves_the_incoming_gradient_alone(solution):
     x = _inputs()
-    incoming = np.random.default_rng(1).standard_normal(x.shape)
-    kept = incoming.copy()
+    incoming = sg.tensor(np.random.default_rng(1).standard_normal(x.shape))
+    kept = incoming.numpy()
     _backward_of(solution, x, incoming)
-    np.testing.assert_array_equal(incoming, kept, err_msg=(
-        "backward changed the array `grad` it was given (an in-place `grad *= ...`?). The engine may pass "
-        "the same array to several ops: compute a new array instead (grad * ...)"))
+    np.testing.assert_array_equal(incoming.numpy(), kept, err_msg=(
+        "backward changed the gradient `grad` it was given (an in-place `grad.data *= ...`?). The engine may "
+        "pass the same gradient to several ops: compute a new Tensor instead (grad * ...)"))
 
 
 def test_gradcheck(solution):
@@ -74,7 +88,7 @@ def test_gradcheck(solution):
     try:
         sg.gradcheck(solution.softsign, [x])
     except sg.GradcheckError as err:
-        raise AssertionError(f"{err}\n{HINT}") from None
+        raise AssertionError(f"{err}\n{HINT}") from err
 
 
 def test_same_derivative_as_autograd_through_the_library_ops(solution):
@@ -88,6 +102,14 @@ def test_same_derivative_as_autograd_through_the_library_ops(solution):
     assert error.max() < 1e-10, (
         f"at x = {data[worst]:.4g} your backward gives dy/dx = {yours.grad[worst]:.6g}, while autograd through "
         f"the library's ops (x / (1 + |x|)) gives {library.grad[worst]:.6g}. {HINT}")
+
+
+def test_second_derivative_by_gradgradcheck(solution):
+    x = sg.tensor(_inputs(), requires_grad=True)  # float64; no element near the kink of |x| at 0
+    try:
+        sg.gradgradcheck(solution.softsign, [x])
+    except sg.GradcheckError as err:
+        raise AssertionError(f"{err}\n{SECOND_HINT}") from err
 
 
 class _SoftsignNet(nn.Module):

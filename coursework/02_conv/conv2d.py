@@ -9,7 +9,7 @@ Shapes: x (N, C, H, W); weight (O, C, kh, kw); bias (O,); output (N, O, OH, OW).
 ``padding`` are ints, the same along both axes.
 """
 
-from scratchgen.autograd import Function
+from scratchgen.autograd import Function, once_differentiable
 from scratchgen.backend import xp
 
 
@@ -67,8 +67,10 @@ class Conv2d(Function):
         # YOUR CODE HERE: im2col, one matrix product, add the bias, reshape and transpose to (N, O, OH, OW).
         raise NotImplementedError("your code here: Conv2d.forward")
 
+    @once_differentiable  # a backward on raw arrays: see "Arrays, once" in the README
     def backward(self, grad):
-        """grad: dL/dY, (N, O, OH, OW). Returns (dL/dx, dL/dweight, dL/dbias), shaped like the inputs."""
+        """grad: dL/dY, an array (N, O, OH, OW). Returns (dL/dx, dL/dweight, dL/dbias), arrays shaped like
+        the inputs."""
         # YOUR CODE HERE: grad as a (N·OH·OW, O) matrix G; then grad_weight from G and the columns,
         # grad_bias from G, and grad_x = col2im(G · W₂).
         raise NotImplementedError("your code here: Conv2d.backward")

@@ -100,7 +100,7 @@ def test_backward_by_gradcheck(solution):
             sg.gradcheck(lambda x, w, b: solution.conv2d(x, w, b, stride=stride, padding=padding), inputs)
         except sg.GradcheckError as err:
             names = "input 0 is x, input 1 the weight, input 2 the bias"
-            raise AssertionError(f"kernel {kh}x{kw}, stride {stride}, padding {padding}: {err} ({names})") from None
+            raise AssertionError(f"kernel {kh}x{kw}, stride {stride}, padding {padding}: {err} ({names})") from err
 
 
 def test_backward_matches_the_library(solution):

@@ -10,6 +10,7 @@ losses work on logits, in forms that stay finite for logits of any size:
 from __future__ import annotations
 
 from scratchgen import backend, ops
+from scratchgen.ops import conv, norm, pool
 from scratchgen.ops.conv import pair
 from scratchgen.tensor import Tensor
 
@@ -33,28 +34,28 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         (..., out_features).
     """
     if bias is None:
-        return ops.Linear.apply(x, weight)
-    return ops.Linear.apply(x, weight, bias)
+        return ops.Affine.apply(x, weight)
+    return ops.Affine.apply(x, weight, bias)
 
 
 def relu(x: Tensor) -> Tensor:
-    return ops.ReLU.apply(x)
+    return ops.Rectifier.apply(x)
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
-    return ops.LeakyReLU.apply(x, negative_slope=negative_slope)
+    return ops.Rectifier.apply(x, negative_slope=negative_slope)
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    return ops.Sigmoid.apply(x)
+    return ops.Logistic.apply(x)
 
 
 def tanh(x: Tensor) -> Tensor:
-    return ops.Tanh.apply(x)
+    return ops.HyperbolicTangent.apply(x)
 
 
 def softplus(x: Tensor) -> Tensor:
-    return ops.Softplus.apply(x)
+    return ops.LogOnePlusExp.apply(x)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
@@ -161,7 +162,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, reduction: str = "none") -> Tensor:
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1) -> Tensor:
-    """2-D convolution (cross-correlation, as in every DL library): see :class:`scratchgen.ops.Conv2d`.
+    """2-D convolution (cross-correlation, as in every DL library): see :func:`scratchgen.ops.conv.conv2d`.
 
     Args:
         x: (N, C_in, H, W). weight: (C_out, C_in, kh, kw). bias: (C_out,) or None.
@@ -174,14 +175,13 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         ValueError: x is not 4-D, its channels differ from the weight's, or the kernel is larger than the
             padded input.
     """
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    return ops.Conv2d.apply(*inputs, stride=pair(stride, "stride"), padding=pair(padding, "padding"),
-                            dilation=pair(dilation, "dilation"))
+    return conv.conv2d(x, weight, bias, stride=pair(stride, "stride"), padding=pair(padding, "padding"),
+                       dilation=pair(dilation, "dilation"))
 
 
 def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
                      output_padding=0, dilation=1) -> Tensor:
-    """Transposed convolution, the input gradient of :func:`conv2d`: see :class:`scratchgen.ops.ConvTranspose2d`.
+    """Transposed convolution, the input gradient of :func:`conv2d`: see :func:`scratchgen.ops.conv.conv_transpose2d`.
 
     Args:
         x: (N, C_in, H, W). weight: (C_in, C_out, kh, kw), as PyTorch's. bias: (C_out,) or None.
@@ -190,25 +190,24 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     Returns:
         (N, C_out, OH, OW) with OH = (H-1)·stride - 2·padding + dilation·(kh-1) + output_padding + 1.
     """
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    return ops.ConvTranspose2d.apply(*inputs, stride=pair(stride, "stride"), padding=pair(padding, "padding"),
-                                     output_padding=pair(output_padding, "output_padding"),
-                                     dilation=pair(dilation, "dilation"))
+    return conv.conv_transpose2d(x, weight, bias, stride=pair(stride, "stride"), padding=pair(padding, "padding"),
+                                 output_padding=pair(output_padding, "output_padding"),
+                                 dilation=pair(dilation, "dilation"))
 
 
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1) -> Tensor:
     """The maximum of each kernel_size window (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size."""
     kernel_size = pair(kernel_size, "kernel_size")
     stride = kernel_size if stride is None else pair(stride, "stride")
-    return ops.MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=pair(padding, "padding"),
-                               dilation=pair(dilation, "dilation"))
+    return pool.max_pool2d(x, kernel_size, stride, padding=pair(padding, "padding"),
+                           dilation=pair(dilation, "dilation"))
 
 
 def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     """The mean of each kernel_size window, padding zeros included; stride defaults to kernel_size."""
     kernel_size = pair(kernel_size, "kernel_size")
     stride = kernel_size if stride is None else pair(stride, "stride")
-    return ops.AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=pair(padding, "padding"))
+    return pool.avg_pool2d(x, kernel_size, stride, padding=pair(padding, "padding"))
 
 
 def interpolate(x: Tensor, scale_factor, mode: str = "nearest") -> Tensor:
@@ -239,6 +238,5 @@ def batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None = Non
     if (weight is None) != (bias is None):
         raise ValueError("batch_norm: give both weight and bias, or neither")
     running = [r.data if isinstance(r, Tensor) else r for r in (running_mean, running_var)]
-    inputs = (x,) if weight is None else (x, weight, bias)
-    return ops.BatchNorm.apply(*inputs, running_mean=running[0], running_var=running[1], training=training,
-                               momentum=momentum, eps=eps)
+    return norm.batch_norm(x, weight, bias, running_mean=running[0], running_var=running[1], training=training,
+                           momentum=momentum, eps=eps)

@@ -2,25 +2,26 @@
 
 * :mod:`~scratchgen.ops.elementwise`: + - * / ** and the nonlinearities;
 * :mod:`~scratchgen.ops.reduce`: sum, mean, max, logsumexp, log_softmax;
-* :mod:`~scratchgen.ops.shape`: reshape, transpose, indexing, concatenate, stack;
-* :mod:`~scratchgen.ops.linalg`: matmul and linear;
-* :mod:`~scratchgen.ops.conv`: conv2d and conv_transpose2d, by im2col and col2im;
-* :mod:`~scratchgen.ops.pool`: max and average pooling, nearest upsampling;
-* :mod:`~scratchgen.ops.norm`: batch normalisation.
+* :mod:`~scratchgen.ops.shape`: reshape, transpose, broadcasting, indexing, concatenate, stack;
+* :mod:`~scratchgen.ops.linalg`: matmul and the affine map x·Wᵀ + b;
+* :mod:`~scratchgen.ops.conv`: im2col and col2im, each the other's gradient, and conv2d and
+  conv_transpose2d composed from them;
+* :mod:`~scratchgen.ops.pool`: max and average pooling (composed from im2col), nearest upsampling;
+* :mod:`~scratchgen.ops.norm`: batch normalisation, composed from elementwise ops and reductions.
 
-The functions at the bottom are the functional forms of the ops that take several tensors.
+Every backward is written with Tensor ops, so every gradient can be differentiated again. The functions
+at the bottom are the functional forms of the ops that take several tensors.
 """
 
 from scratchgen.ops.elementwise import (  # noqa: F401
-    Abs, Add, Clip, Div, Exp, LeakyReLU, Log, Mul, Neg, Pow, PowScalar, ReLU, Sigmoid, Softplus, Sqrt, Sub,
-    Tanh, Where,
+    Abs, Add, Clip, Div, Exp, HyperbolicTangent, Log, LogOnePlusExp, Logistic, Mul, Neg, Pow, PowScalar,
+    Rectifier, Sqrt, Sub, Where,
 )
-from scratchgen.ops.linalg import Linear, MatMul  # noqa: F401
-from scratchgen.ops.conv import Conv2d, ConvTranspose2d  # noqa: F401
-from scratchgen.ops.norm import BatchNorm  # noqa: F401
-from scratchgen.ops.pool import AvgPool2d, MaxPool2d, UpsampleNearest2d  # noqa: F401
+from scratchgen.ops.shape import BroadcastTo, Concatenate, Index, IndexScatter, Reshape, Stack, Transpose  # noqa: F401
 from scratchgen.ops.reduce import LogSoftmax, LogSumExp, Max, Mean, Sum  # noqa: F401
-from scratchgen.ops.shape import Concatenate, Index, Reshape, Stack, Transpose  # noqa: F401
+from scratchgen.ops.linalg import Affine, MatMul  # noqa: F401
+from scratchgen.ops.conv import Col2Im, Im2Col  # noqa: F401
+from scratchgen.ops.pool import UpsampleNearest2d, WindowMax  # noqa: F401
 
 
 def concatenate(tensors, axis: int = 0):

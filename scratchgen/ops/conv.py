@@ -12,11 +12,17 @@ are a strided *view* of the padded input (no copy, :func:`scratchgen.backend.as_
 copy is the one the matrix product needs.
 
 **col2im** is im2col's adjoint: it adds every column back onto the pixels its window read, one strided
-slice per kernel tap (a loop over kh·kw taps, never over pixels or batch items). Hence
+slice per kernel tap (a loop over kh·kw taps, never over pixels or batch items). im2col is linear in x,
+so its backward is col2im of the gradient, and col2im's backward is im2col: the two ops
+:class:`Im2Col` and :class:`Col2Im` are each other's gradient. Everything else is a matrix product and
+reshapes, so both convolutions are *compositions* of ops, and their gradients, to any order, follow:
 
-* conv2d backward: grad_W = G · colsᵀ, grad_cols = W₂ᵀ · G, grad_x = col2im(grad_cols);
-* conv_transpose2d *forward* is conv2d's input gradient, col2im(W₂ᵀ · x), and its backward is a
-  conv2d forward (im2col) of the output gradient. Both ops share the two helpers below.
+* :func:`conv2d`: Y = W₂ · im2col(x) (+ b), hence grad_W₂ = G · colsᵀ, grad_x = col2im(W₂ᵀ · G);
+* :func:`conv_transpose2d` is conv2d's input gradient as a layer: Y = col2im(W₂ᵀ · X), hence
+  grad_X = W₂ · im2col(G) (a conv2d of the gradient) and grad_W₂ = X · im2col(G)ᵀ.
+
+Differentiating a convolution twice (a gradient penalty through a DCGAN critic) therefore only ever runs
+im2col, col2im and matrix products, the same kernels as training does.
 
 Memory layout. Arrays are NCHW to the reader, but the padded frames that im2col reads and col2im
 writes are allocated with the batch axis *last* in memory, (C, H, W, N), and viewed as NCHW with a
@@ -31,8 +37,9 @@ from __future__ import annotations
 from scratchgen import backend
 from scratchgen.autograd import Function
 from scratchgen.backend import xp
+from scratchgen.tensor import Tensor
 
-__all__ = ["Conv2d", "ConvTranspose2d", "pair", "conv_output_size", "pad2d", "im2col", "col2im"]
+__all__ = ["conv2d", "conv_transpose2d", "Im2Col", "Col2Im", "pair", "conv_output_size", "pad2d", "im2col", "col2im"]
 
 
 def pair(value, name: str = "value") -> tuple[int, int]:
@@ -129,101 +136,109 @@ def col2im(cols, x_shape, kernel_size, stride, padding, dilation, out_size):
     return frame[:, :, ph : ph + h, pw : pw + w]
 
 
-def _check_conv(x, weight, weight_channels: int, in_axis: int) -> None:
+class Im2Col(Function):
+    """cols = im2col(x), linear in x, so grad_x = col2im(grad_cols), its adjoint.
+
+    Input x (N, C, H, W); output (C·kh·kw, OH·OW·N), laid out as :func:`im2col` returns it.
+    """
+
+    def forward(self, x, kernel_size, stride, padding, dilation, out_size, pad_value=0.0):
+        self.geometry, self.out_size = (kernel_size, stride, padding, dilation), out_size
+        return im2col(x, *self.geometry, out_size, pad_value=pad_value)
+
+    def backward(self, grad):
+        return Col2Im.apply(grad, x_shape=self.inputs[0].shape, kernel_size=self.geometry[0],
+                            stride=self.geometry[1], padding=self.geometry[2], dilation=self.geometry[3],
+                            out_size=self.out_size)
+
+
+class Col2Im(Function):
+    """x = col2im(cols), the adjoint of im2col, so grad_cols = im2col(grad_x).
+
+    Input cols (C·kh·kw, OH·OW·N); output (N, C, H, W) of ``x_shape``.
+    """
+
+    def forward(self, cols, x_shape, kernel_size, stride, padding, dilation, out_size):
+        self.geometry, self.out_size = (kernel_size, stride, padding, dilation), out_size
+        return col2im(cols, x_shape, *self.geometry, out_size)
+
+    def backward(self, grad):
+        kernel_size, stride, padding, dilation = self.geometry
+        return Im2Col.apply(grad, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                            out_size=self.out_size)
+
+
+def _check_conv(op, x, weight, bias, weight_channels: int, in_axis: int, out_axis: int) -> None:
     """Shape checks shared by conv2d and conv_transpose2d, with messages that say what was expected."""
     if x.ndim != 4:
-        raise ValueError(f"expected a 4-D input (N, C, H, W), got a {x.ndim}-D input of shape {tuple(x.shape)}")
+        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W), got a {x.ndim}-D input of shape {x.shape}")
     if weight.ndim != 4:
-        raise ValueError(f"expected a 4-D weight, got shape {tuple(weight.shape)}")
+        raise ValueError(f"{op}: expected a 4-D weight, got shape {weight.shape}")
     if x.shape[1] != weight_channels:
         raise ValueError(
-            f"the input has {x.shape[1]} channels (shape {tuple(x.shape)}) but the weight "
-            f"{tuple(weight.shape)} expects {weight_channels} (its axis {in_axis})"
+            f"{op}: the input has {x.shape[1]} channels (shape {x.shape}) but the weight {weight.shape} "
+            f"expects {weight_channels} (its axis {in_axis})"
         )
+    if bias is not None and bias.shape != (weight.shape[out_axis],):
+        raise ValueError(f"{op}: the bias has shape {bias.shape}, expected ({weight.shape[out_axis]},)")
 
 
-class Conv2d(Function):
-    """Y = W₂·cols + b with cols = im2col(x): grad_W = G·colsᵀ, grad_x = col2im(W₂ᵀ·G), grad_b = Σ G.
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1), padding=(0, 0),
+           dilation=(1, 1)) -> Tensor:
+    """Y = W₂·im2col(x) + b, as a composition of ops: every derivative, of any order, follows from theirs.
 
-    Inputs: x (N, C, H, W), weight (O, C, kh, kw), optional bias (O,). Output (N, O, OH, OW).
+    Args:
+        x: (N, C, H, W). weight: (O, C, kh, kw). bias: (O,) or None.
+        stride, padding, dilation: (height, width) pairs.
+
+    Returns:
+        (N, O, OH, OW), with (OH, OW) from :func:`conv_output_size`.
     """
-
-    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
-        _check_conv(x, weight, weight.shape[1], in_axis=1)
-        if bias is not None and bias.shape != (weight.shape[0],):
-            raise ValueError(f"the bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},)")
-        self.geometry = (tuple(weight.shape[2:]), stride, padding, dilation)
-        self.out_size = conv_output_size(x.shape[2:], *self.geometry)
-        self.x_shape, self.weight = x.shape, weight
-        self.cols = im2col(x, *self.geometry, self.out_size)  # kept: the weight gradient needs it
-        out = weight.reshape(weight.shape[0], -1) @ self.cols  # (O, OH·OW·N)
-        if bias is not None:
-            out += bias[:, None]
-        return out.reshape((weight.shape[0],) + self.out_size + (x.shape[0],)).transpose(3, 0, 1, 2)
-
-    def backward(self, grad):
-        out_channels = self.weight.shape[0]
-        g = grad.transpose(1, 2, 3, 0).reshape(out_channels, -1)  # (O, OH·OW·N), as the forward's product
-        need_x, need_w = self.needs_input_grad[:2]
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_cols = self.weight.reshape(out_channels, -1).T @ g
-            grad_x = col2im(grad_cols, self.x_shape, *self.geometry, self.out_size)
-        if need_w:
-            grad_w = (g @ self.cols.T).reshape(self.weight.shape)
-        if len(self.needs_input_grad) == 2:
-            return grad_x, grad_w
-        if self.needs_input_grad[2]:
-            grad_b = g.sum(axis=1)
-        return grad_x, grad_w, grad_b
+    _check_conv("conv2d", x, weight, bias, weight.shape[1], in_axis=1, out_axis=0)
+    geometry = (tuple(weight.shape[2:]), stride, padding, dilation)
+    try:
+        out_size = conv_output_size(x.shape[2:], *geometry)
+    except ValueError as err:
+        raise ValueError(f"conv2d: {err}") from err
+    n, o = x.shape[0], weight.shape[0]
+    cols = Im2Col.apply(x, kernel_size=geometry[0], stride=stride, padding=padding, dilation=dilation,
+                        out_size=out_size)  # (C·kh·kw, OH·OW·N)
+    out = weight.reshape(o, -1) @ cols  # (O, OH·OW·N)
+    if bias is not None:
+        out = out + bias.reshape(o, 1)
+    return out.reshape((o,) + out_size + (n,)).transpose(3, 0, 1, 2)
 
 
-class ConvTranspose2d(Function):
-    """Y = col2im(W₂ᵀ·X) + b, conv2d's input gradient: grad_X = W₂·im2col(G), grad_W = X·im2col(G)ᵀ.
+def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1), padding=(0, 0),
+                     output_padding=(0, 0), dilation=(1, 1)) -> Tensor:
+    """Y = col2im(W₂ᵀ·X) + b, conv2d's input gradient as a layer, as a composition of ops.
 
-    Inputs: x (N, C_in, H, W), weight (C_in, C_out, kh, kw), optional bias (C_out,). Output
-    (N, C_out, OH, OW) with OH = (H-1)·s - 2p + d·(kh-1) + output_padding + 1 (PyTorch's formula).
-    Here X is x as a matrix (C_in, H·W·N) and W₂ the weight as (C_in, C_out·kh·kw).
+    Args:
+        x: (N, C_in, H, W). weight: (C_in, C_out, kh, kw), as PyTorch's. bias: (C_out,) or None.
+        stride, padding, output_padding, dilation: (height, width) pairs.
+
+    Returns:
+        (N, C_out, OH, OW) with OH = (H-1)·s - 2p + d·(kh-1) + output_padding + 1 (PyTorch's formula).
+        X is x as a matrix (C_in, H·W·N), W₂ the weight as (C_in, C_out·kh·kw).
     """
-
-    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1)):
-        _check_conv(x, weight, weight.shape[0], in_axis=0)
-        n, c_in, h, w = x.shape
-        c_out, kh, kw = weight.shape[1:]
-        if bias is not None and bias.shape != (c_out,):
-            raise ValueError(f"the bias has shape {tuple(bias.shape)}, expected ({c_out},)")
-        for op, s, d in zip(output_padding, stride, dilation):
-            if not 0 <= op < max(s, d):
-                raise ValueError(f"output_padding {tuple(output_padding)} must be smaller than the stride "
-                                 f"{tuple(stride)} or the dilation {tuple(dilation)}")
-        out_size = tuple(
-            (size - 1) * s - 2 * p + d * (k - 1) + op + 1
-            for size, s, p, d, k, op in zip((h, w), stride, padding, dilation, (kh, kw), output_padding)
-        )
-        if min(out_size) < 1:
-            raise ValueError(f"the output would be {out_size[0]}×{out_size[1]}: padding {tuple(padding)} "
-                             f"crops more than the transposed convolution produces")
-        self.geometry = ((kh, kw), stride, padding, dilation)
-        self.in_size, self.weight = (h, w), weight
-        self.x_matrix = x.transpose(1, 2, 3, 0).reshape(c_in, -1)  # (C_in, H·W·N), kept for grad_W
-        cols = weight.reshape(c_in, -1).T @ self.x_matrix  # (C_out·kh·kw, H·W·N)
-        out = col2im(cols, (n, c_out) + out_size, *self.geometry, self.in_size)
-        if bias is not None:
-            out += bias[:, None, None]
-        return out
-
-    def backward(self, grad):
-        c_in = self.weight.shape[0]
-        cols = im2col(grad, *self.geometry, self.in_size)  # (C_out·kh·kw, H·W·N)
-        need_x, need_w = self.needs_input_grad[:2]
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_x = self.weight.reshape(c_in, -1) @ cols
-            grad_x = grad_x.reshape((c_in,) + self.in_size + (grad.shape[0],)).transpose(3, 0, 1, 2)
-        if need_w:
-            grad_w = (self.x_matrix @ cols.T).reshape(self.weight.shape)
-        if len(self.needs_input_grad) == 2:
-            return grad_x, grad_w
-        if self.needs_input_grad[2]:
-            grad_b = grad.sum(axis=(0, 2, 3))
-        return grad_x, grad_w, grad_b
+    _check_conv("conv_transpose2d", x, weight, bias, weight.shape[0], in_axis=0, out_axis=1)
+    n, c_in, h, w = x.shape
+    c_out, kh, kw = weight.shape[1:]
+    for op, s, d in zip(output_padding, stride, dilation):
+        if not 0 <= op < max(s, d):
+            raise ValueError(f"conv_transpose2d: output_padding {tuple(output_padding)} must be smaller than "
+                             f"the stride {tuple(stride)} or the dilation {tuple(dilation)}")
+    out_size = tuple(
+        (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for size, s, p, d, k, op in zip((h, w), stride, padding, dilation, (kh, kw), output_padding)
+    )
+    if min(out_size) < 1:
+        raise ValueError(f"conv_transpose2d: the output would be {out_size[0]}×{out_size[1]}: padding "
+                         f"{tuple(padding)} crops more than the transposed convolution produces")
+    x_matrix = x.transpose(1, 2, 3, 0).reshape(c_in, -1)  # (C_in, H·W·N)
+    cols = weight.reshape(c_in, -1).T @ x_matrix  # (C_out·kh·kw, H·W·N)
+    out = Col2Im.apply(cols, x_shape=(n, c_out) + out_size, kernel_size=(kh, kw), stride=stride,
+                       padding=padding, dilation=dilation, out_size=(h, w))
+    if bias is not None:
+        out = out + bias.reshape(1, c_out, 1, 1)
+    return out

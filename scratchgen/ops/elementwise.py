@@ -2,13 +2,28 @@
 
 Each op's ``backward`` returns gradients with the *output's* (broadcast) shape; the engine
 (:func:`scratchgen.autograd.unbroadcast`) sums them back to each input's shape. The docstring line of
-each class is the derivative that its ``backward`` implements.
+each class is the derivative that its ``backward`` implements, written with Tensor ops on
+``self.inputs`` and ``self.output`` so that it can be differentiated again. Where a backward multiplies
+by a constant array (a ReLU's mask, the sign of x), that array is piecewise constant in the input, so
+its own derivative is zero wherever it is defined and nothing is lost.
+
+The nonlinearities are named for their functions (:class:`Logistic` is σ, :class:`Rectifier` the
+(leaky) ReLU), so that they are not confused with the layers of :mod:`scratchgen.nn` that call them.
 """
 
 from __future__ import annotations
 
-from scratchgen.autograd import Function
+from scratchgen.autograd import Function, constant
 from scratchgen.backend import xp
+
+
+def logistic(x):
+    """σ(x) = 1 / (1 + e^-x) of an array, as ½(1 + tanh(x/2)): the same function, and e^-x never overflows.
+
+    The one array-level sigmoid of the library: the :class:`Logistic` op and the samplers that work on
+    raw arrays both call it.
+    """
+    return 0.5 * (1 + xp.tanh(0.5 * x))
 
 
 class Add(Function):
@@ -28,32 +43,30 @@ class Sub(Function):
         return a - b
 
     def backward(self, grad):
-        return grad, -grad if self.needs_input_grad[1] else None
+        return grad, (-grad if self.needs_input_grad[1] else None)
 
 
 class Mul(Function):
     """d(a·b) = b·da + a·db."""
 
     def forward(self, a, b):
-        self.a, self.b = a, b
         return a * b
 
     def backward(self, grad):
+        a, b = self.inputs
         need_a, need_b = self.needs_input_grad
-        return (grad * self.b if need_a else None), (grad * self.a if need_b else None)
+        return (grad * b if need_a else None), (grad * a if need_b else None)
 
 
 class Div(Function):
     """d(a / b) = da / b - (a / b²)·db."""
 
     def forward(self, a, b):
-        self.b = b
-        self.out = a / b
-        return self.out
+        return a / b
 
     def backward(self, grad):
-        grad_a = grad / self.b
-        return grad_a, (-grad_a * self.out if self.needs_input_grad[1] else None)
+        grad_a = grad / self.inputs[1]
+        return grad_a, (-grad_a * self.output if self.needs_input_grad[1] else None)
 
 
 class Neg(Function):
@@ -70,25 +83,24 @@ class PowScalar(Function):
     """d(x^p)/dx = p·x^(p-1), for a constant exponent p."""
 
     def forward(self, x, exponent):
-        self.x, self.exponent = x, exponent
+        self.exponent = exponent
         return x**exponent
 
     def backward(self, grad):
-        return grad * (self.exponent * self.x ** (self.exponent - 1))
+        return grad * (self.exponent * self.inputs[0] ** (self.exponent - 1))
 
 
 class Pow(Function):
     """d(a^b) = b·a^(b-1)·da + a^b·log(a)·db (the second term needs a > 0)."""
 
     def forward(self, a, b):
-        self.a, self.b = a, b
-        self.out = a**b
-        return self.out
+        return a**b
 
     def backward(self, grad):
+        a, b = self.inputs
         need_a, need_b = self.needs_input_grad
-        grad_a = grad * self.b * self.a ** (self.b - 1) if need_a else None
-        grad_b = grad * self.out * xp.log(self.a) if need_b else None
+        grad_a = grad * b * a ** (b - 1) if need_a else None
+        grad_b = grad * self.output * a.log() if need_b else None
         return grad_a, grad_b
 
 
@@ -96,121 +108,112 @@ class Exp(Function):
     """d/dx exp(x) = exp(x)."""
 
     def forward(self, x):
-        self.out = xp.exp(x)
-        return self.out
+        return xp.exp(x)
 
     def backward(self, grad):
-        return grad * self.out
+        return grad * self.output
 
 
 class Log(Function):
     """d/dx log(x) = 1 / x."""
 
     def forward(self, x):
-        self.x = x
         return xp.log(x)
 
     def backward(self, grad):
-        return grad / self.x
+        return grad / self.inputs[0]
 
 
 class Sqrt(Function):
     """d/dx √x = 1 / (2√x)."""
 
     def forward(self, x):
-        self.out = xp.sqrt(x)
-        return self.out
+        return xp.sqrt(x)
 
     def backward(self, grad):
-        return grad / (2 * self.out)
+        return grad / (2 * self.output)
 
 
 class Abs(Function):
     """d/dx |x| = sign(x) (0 at x = 0)."""
 
     def forward(self, x):
-        self.x = x
+        self.sign = xp.sign(x)
         return xp.abs(x)
 
     def backward(self, grad):
-        return grad * xp.sign(self.x)
+        return grad * constant(self.sign)
 
 
-class Tanh(Function):
+class HyperbolicTangent(Function):
     """d/dx tanh(x) = 1 - tanh(x)²."""
 
     def forward(self, x):
-        self.out = xp.tanh(x)
-        return self.out
+        return xp.tanh(x)
 
     def backward(self, grad):
-        return grad * (1 - self.out * self.out)
+        y = self.output
+        return grad * (1 - y * y)
 
 
-class Sigmoid(Function):
+class Logistic(Function):
     """d/dx σ(x) = σ(x)·(1 - σ(x)), with σ(x) = 1 / (1 + e^-x)."""
 
     def forward(self, x):
-        # σ(x) = ½(1 + tanh(x/2)): the same function, with no overflow of e^-x for very negative x.
-        self.out = 0.5 * (1 + xp.tanh(0.5 * x))
-        return self.out
+        return logistic(x)
 
     def backward(self, grad):
-        return grad * self.out * (1 - self.out)
+        y = self.output
+        return grad * y * (1 - y)
 
 
-class ReLU(Function):
-    """d/dx max(x, 0) = 1 where x > 0, else 0."""
+class Rectifier(Function):
+    """d/dx rectifier(x) = 1 where x > 0, else the negative slope α (0 for a ReLU, 0.2 for DCGAN's leaky one).
+
+    rectifier(x) = x for x > 0 and α·x otherwise: the ReLU of Nair & Hinton (2010) at α = 0, the leaky
+    ReLU of Maas et al. (2013) otherwise.
+    """
+
+    def forward(self, x, negative_slope=0.0):
+        # The local slope, 1 or α, as an array: x·slope forward and grad·slope backward are plain
+        # products. (NumPy's where() on a mask of random signs is some 20× slower than a product.)
+        slope = (x > 0).astype(x.dtype)
+        if negative_slope:
+            slope *= 1 - negative_slope
+            slope += negative_slope
+        self.slope = slope
+        return x * slope
+
+    def backward(self, grad):
+        return grad * constant(self.slope)
+
+
+class LogOnePlusExp(Function):
+    """d/dx log(1 + e^x) = σ(x): the softplus function."""
 
     def forward(self, x):
-        self.positive = x > 0
-        return x * self.positive
-
-    def backward(self, grad):
-        return grad * self.positive
-
-
-class LeakyReLU(Function):
-    """d/dx leaky_relu(x) = 1 where x > 0, else the negative slope."""
-
-    def forward(self, x, negative_slope):
-        # The local slope, 1 or negative_slope, as an array: x·slope forward and grad·slope backward are
-        # plain products. (NumPy's where() on a mask of random signs is some 20× slower than a product.)
-        self.slope = (x > 0).astype(x.dtype)
-        self.slope *= 1 - negative_slope
-        self.slope += negative_slope
-        return x * self.slope
-
-    def backward(self, grad):
-        return grad * self.slope
-
-
-class Softplus(Function):
-    """d/dx log(1 + e^x) = σ(x)."""
-
-    def forward(self, x):
-        self.x = x
         # log(1 + eˣ) = max(x, 0) + log(1 + e^-|x|): e^-|x| ≤ 1 never overflows. (log, not log1p, which is
         # several times slower in NumPy; the difference is below float32 resolution of the result.)
         return xp.maximum(x, 0) + xp.log(1 + xp.exp(-xp.abs(x)))
 
     def backward(self, grad):
-        return grad * (0.5 * (1 + xp.tanh(0.5 * self.x)))
+        return grad * Logistic.apply(self.inputs[0])
 
 
 class Clip(Function):
     """d/dx clip(x, low, high) = 1 where low ≤ x ≤ high, else 0."""
 
     def forward(self, x, low=None, high=None):
-        self.inside = xp.ones(x.shape, dtype=bool)
+        inside = xp.ones(x.shape, dtype=bool)
         if low is not None:
-            self.inside &= x >= low
+            inside &= x >= low
         if high is not None:
-            self.inside &= x <= high
+            inside &= x <= high
+        self.inside = inside.astype(x.dtype)
         return xp.clip(x, low, high)
 
     def backward(self, grad):
-        return grad * self.inside
+        return grad * constant(self.inside)
 
 
 class Where(Function):
@@ -221,5 +224,8 @@ class Where(Function):
         return xp.where(condition, a, b)
 
     def backward(self, grad):
-        zero = xp.zeros((), dtype=grad.dtype)
-        return xp.where(self.condition, grad, zero), xp.where(self.condition, zero, grad)
+        zero = constant(xp.zeros((), dtype=grad.dtype))
+        need_a, need_b = self.needs_input_grad
+        grad_a = Where.apply(grad, zero, condition=self.condition) if need_a else None
+        grad_b = Where.apply(zero, grad, condition=self.condition) if need_b else None
+        return grad_a, grad_b

@@ -1,13 +1,15 @@
 """Reductions: sum, mean, max, logsumexp and log_softmax along chosen axes.
 
 The backward of a reduction spreads the output gradient back over the reduced axes. ``_expand`` puts
-the reduced axes back as size-1 axes (when ``keepdims`` was False) so that broadcasting does the spreading.
+the reduced axes back as size-1 axes (when ``keepdims`` was False), and :class:`BroadcastTo` copies the
+gradient along them; both are ops, so these backwards can be differentiated again.
 """
 
 from __future__ import annotations
 
-from scratchgen.autograd import Function
+from scratchgen.autograd import Function, constant
 from scratchgen.backend import xp
+from scratchgen.ops.shape import BroadcastTo
 
 
 def _axes(axis, ndim) -> tuple:
@@ -21,65 +23,73 @@ def _axes(axis, ndim) -> tuple:
     return tuple(sorted(a % ndim for a in axis))
 
 
-def _expand(grad, axes, keepdims):
-    """Give ``grad`` back the reduced axes as size-1 axes, ready to broadcast over the input."""
-    return grad if keepdims else xp.expand_dims(grad, axes)
+def _kept_shape(shape, axes) -> tuple:
+    """``shape`` with the reduced ``axes`` kept as size 1: the shape of the result with keepdims=True."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _expand(grad, shape, axes):
+    """Give the Tensor ``grad`` back the reduced axes as size-1 axes, ready to broadcast over the input."""
+    return grad.reshape(_kept_shape(shape, axes))
 
 
 class Sum(Function):
     """d/dx_i Σ_j x_j = 1: the gradient is copied to every summed element."""
 
     def forward(self, x, axis=None, keepdims=False):
-        self.shape, self.axes, self.keepdims = x.shape, _axes(axis, x.ndim), keepdims
+        self.axes = _axes(axis, x.ndim)
         return x.sum(axis=self.axes, keepdims=keepdims)
 
     def backward(self, grad):
-        # broadcast_to gives a read-only view; copy it so that the gradient is an ordinary array.
-        return xp.broadcast_to(_expand(grad, self.axes, self.keepdims), self.shape).copy()
+        shape = self.inputs[0].shape
+        return BroadcastTo.apply(_expand(grad, shape, self.axes), shape=shape)
 
 
 class Mean(Function):
     """d/dx_i (1/n) Σ_j x_j = 1/n."""
 
     def forward(self, x, axis=None, keepdims=False):
-        self.shape, self.axes, self.keepdims = x.shape, _axes(axis, x.ndim), keepdims
+        self.axes = _axes(axis, x.ndim)
         self.count = 1
         for a in self.axes:
             self.count *= x.shape[a]
         return x.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, grad):
-        grad = _expand(grad, self.axes, self.keepdims) / grad.dtype.type(self.count)
-        return xp.broadcast_to(grad, self.shape).copy()
+        shape = self.inputs[0].shape
+        return BroadcastTo.apply(_expand(grad, shape, self.axes) / self.count, shape=shape)
 
 
 class Max(Function):
     """d/dx_i max_j x_j = 1 at the maximum (shared equally between ties), else 0."""
 
     def forward(self, x, axis=None, keepdims=False):
-        self.axes, self.keepdims = _axes(axis, x.ndim), keepdims
+        self.axes = _axes(axis, x.ndim)
         out = x.max(axis=self.axes, keepdims=True)
-        self.winners = x == out
+        winners = x == out
+        # The share of the gradient each element gets: 1/(number of ties) at a maximum, else 0. Constant
+        # in x wherever the maximum is unique, so the second derivative is 0 there, as it should be.
+        self.share = winners / winners.sum(axis=self.axes, keepdims=True).astype(x.dtype)
         return out if keepdims else out.squeeze(self.axes)
 
     def backward(self, grad):
-        ties = self.winners.sum(axis=self.axes, keepdims=True)
-        return _expand(grad, self.axes, self.keepdims) * self.winners / ties.astype(grad.dtype)
+        return _expand(grad, self.inputs[0].shape, self.axes) * constant(self.share)
 
 
 class LogSumExp(Function):
-    """d/dx_i log Σ_j exp(x_j) = softmax(x)_i."""
+    """d/dx_i log Σ_j exp(x_j) = softmax(x)_i = exp(x_i - logsumexp(x))."""
 
     def forward(self, x, axis=None, keepdims=False):
-        self.x, self.axes, self.keepdims = x, _axes(axis, x.ndim), keepdims
+        self.axes = _axes(axis, x.ndim)
         shift = x.max(axis=self.axes, keepdims=True)  # subtracting the max keeps exp from overflowing
         shift = xp.where(xp.isfinite(shift), shift, 0)
-        self.out = shift + xp.log(xp.exp(x - shift).sum(axis=self.axes, keepdims=True))
-        return self.out if keepdims else self.out.squeeze(self.axes)
+        out = shift + xp.log(xp.exp(x - shift).sum(axis=self.axes, keepdims=True))
+        return out if keepdims else out.squeeze(self.axes)
 
     def backward(self, grad):
-        softmax = xp.exp(self.x - self.out)
-        return _expand(grad, self.axes, self.keepdims) * softmax
+        x = self.inputs[0]
+        softmax = (x - _expand(self.output, x.shape, self.axes)).exp()
+        return _expand(grad, x.shape, self.axes) * softmax
 
 
 class LogSoftmax(Function):
@@ -89,8 +99,7 @@ class LogSoftmax(Function):
         self.axis = axis
         shift = x.max(axis=axis, keepdims=True)
         shifted = x - shift
-        self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
-        return self.out
+        return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
     def backward(self, grad):
-        return grad - xp.exp(self.out) * grad.sum(axis=self.axis, keepdims=True)
+        return grad - self.output.exp() * grad.sum(axis=self.axis, keepdims=True)

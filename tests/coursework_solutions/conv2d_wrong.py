@@ -2,7 +2,7 @@
 "transposed" as a 4-D array (O and C swapped) instead of the matrix W₂ transposed: grad_x is wrong
 whenever O and C both exceed 1, while the forward, grad_weight and grad_bias are right."""
 
-from scratchgen.autograd import Function
+from scratchgen.autograd import Function, once_differentiable
 from scratchgen.backend import xp
 
 
@@ -51,6 +51,7 @@ class Conv2d(Function):
         out = self.cols @ weight.reshape(o, -1).T + bias
         return out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
 
+    @once_differentiable
     def backward(self, grad):
         o, c, kh, kw = self.weight.shape
         g = grad.transpose(0, 2, 3, 1).reshape(-1, o)

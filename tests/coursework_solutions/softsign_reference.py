@@ -8,11 +8,11 @@ class Softsign(Function):
     """d/dx softsign(x) = 1 / (1 + |x|)²."""
 
     def forward(self, x):
-        self.x = x
         return x / (1 + xp.abs(x))
 
     def backward(self, grad):
-        return grad / (1 + xp.abs(self.x)) ** 2
+        x, = self.inputs
+        return grad / (1 + x.abs()) ** 2
 
 
 def softsign(x):
