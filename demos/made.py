@@ -34,7 +34,7 @@ import numpy as np
 
 from matplotlib.figure import Figure
 
-from scratchgen import data, experiment, no_grad, optim, plot, tensor
+from scratchgen import backend, data, experiment, no_grad, optim, plot, tensor
 from scratchgen.checkpoint import atomic_write
 from scratchgen.data import DataLoader, binarize, load_mnist
 from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
@@ -211,7 +211,7 @@ def _marginals(points, log_densities: dict, bounds, path, grid_size: int = 250) 
                 label="test points")
         for name, log_density in log_densities.items():
             with no_grad():
-                log_p = plot.to_host(log_density(grid.reshape(-1, 2))).reshape(grid_size, grid_size)
+                log_p = backend.to_numpy(log_density(grid.reshape(-1, 2))).reshape(grid_size, grid_size)
             ax.plot(along, np.exp(log_p).sum(axis=1) * (across[1] - across[0]), label=name)
         ax.set_xlabel(f"x{axis + 1}")
         ax.legend(loc="upper right", fontsize="small")

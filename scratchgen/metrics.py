@@ -59,7 +59,7 @@ def mode_coverage(samples, mixture, threshold: float = 3.0) -> dict:
     Returns:
         {"modes": number of covered modes (int), "high_quality": share of high-quality samples in [0, 1]}.
     """
-    points = _host(samples).astype(numpy.float64)
+    points = backend.to_numpy(samples).astype(numpy.float64)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"mode_coverage: samples of shape {points.shape}; expected (N, 2)")
     nearest, distance = mixture.nearest_mode(points)
@@ -79,7 +79,7 @@ def class_shares(probabilities, classes: int | None = None) -> numpy.ndarray:
     Returns:
         (C,) float64 shares summing to 1.
     """
-    p = _host(probabilities)
+    p = backend.to_numpy(probabilities)
     classes = p.shape[1] if classes is None else classes
     return numpy.bincount(p.argmax(axis=1), minlength=classes) / len(p)
 
@@ -94,7 +94,7 @@ def inception_score(probabilities) -> float:
         A number in [1, C]: 1 when every sample gets the same distribution, C when each sample is
         certainly one class and the classes are equally frequent.
     """
-    p = _host(probabilities).astype(numpy.float64)
+    p = backend.to_numpy(probabilities).astype(numpy.float64)
     marginal = p.mean(axis=0, keepdims=True)
     # 0·log 0 = 0: terms where p(y|x) = 0 contribute nothing (and p(y) > 0 wherever p(y|x) > 0).
     with numpy.errstate(divide="ignore", invalid="ignore"):
@@ -124,7 +124,7 @@ def frechet_distance(features1, features2) -> float:
     Args:
         features1: (N1, D). features2: (N2, D). Each needs more rows than 1; covariances are unbiased.
     """
-    a, b = _host(features1).astype(numpy.float64), _host(features2).astype(numpy.float64)
+    a, b = backend.to_numpy(features1).astype(numpy.float64), backend.to_numpy(features2).astype(numpy.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"frechet_distance: features of shapes {a.shape} and {b.shape}; expected (N1, D) and (N2, D)")
     return gaussian_frechet_distance(a.mean(axis=0), numpy.cov(a, rowvar=False),
@@ -221,7 +221,7 @@ def classifier_outputs(classifier, images, batch_size: int = 500):
     from scratchgen.nn import functional as F
     from scratchgen.tensor import tensor
 
-    x = image_batch(_host(images))
+    x = image_batch(backend.to_numpy(images))
     classifier.eval()
     probabilities, features = [], []
     with no_grad():
@@ -247,10 +247,3 @@ def classifier_scores(classifier, images, reference_images) -> dict:
     _, reference_features = classifier_outputs(classifier, reference_images)
     return {"class_shares": class_shares(probabilities).tolist(), "inception_score": inception_score(probabilities),
             "frechet_distance": frechet_distance(features, reference_features)}
-
-
-def _host(x) -> numpy.ndarray:
-    """A host NumPy array from a Tensor or an array of either backend."""
-    from scratchgen.tensor import Tensor
-
-    return numpy.asarray(backend.to_numpy(x.data if isinstance(x, Tensor) else x))

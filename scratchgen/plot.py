@@ -36,12 +36,11 @@ from matplotlib.figure import Figure
 from scratchgen import backend
 from scratchgen.autograd import no_grad
 from scratchgen.checkpoint import atomic_write
-from scratchgen.tensor import Tensor
 from scratchgen.train import History
 
 __all__ = [
     "image_grid", "reconstructions", "loss_curves", "scatter_over_density", "density_comparison",
-    "latent_scatter", "manifold", "interpolation_strip", "samples_over_training", "scatter_over_training", "to_host",
+    "latent_scatter", "manifold", "interpolation_strip", "samples_over_training", "scatter_over_training",
 ]
 
 _PIXELS_PER_INCH = 40  # an MNIST digit becomes about 0.7 inch: readable without huge files
@@ -50,22 +49,15 @@ _PIXELS_PER_INCH = 40  # an MNIST digit becomes about 0.7 inch: readable without
 # ------------------------------------------------------------------------------------ shared helpers
 
 
-def to_host(x) -> numpy.ndarray:
-    """A host NumPy array from a Tensor, a CuPy or NumPy array, or a list."""
-    if isinstance(x, Tensor):
-        x = x.data
-    return numpy.asarray(backend.to_numpy(x) if hasattr(x, "shape") else x)
-
-
 def _call(fn, points: numpy.ndarray) -> numpy.ndarray:
     """``fn(points)`` outside autograd, as a host array."""
     with no_grad():
-        return to_host(fn(points.astype(numpy.float32)))
+        return backend.to_numpy(fn(points.astype(numpy.float32)))
 
 
 def _as_images(images, value_range, where: str) -> numpy.ndarray:
     """Images as (N, H, W) or (N, H, W, 3) floats in [0, 1] (0 black, 1 white)."""
-    x = to_host(images).astype(numpy.float32)
+    x = backend.to_numpy(images).astype(numpy.float32)
     if x.ndim == 2 and math.isqrt(x.shape[1]) ** 2 == x.shape[1]:
         x = x.reshape(len(x), math.isqrt(x.shape[1]), -1)
     elif x.ndim == 4 and x.shape[1] == 1:
@@ -131,7 +123,7 @@ def _bounds(bounds, points=None, margin: float = 0.1):
 
 
 def _points(samples, where: str) -> numpy.ndarray:
-    points = to_host(samples)
+    points = backend.to_numpy(samples)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"{where}: samples of shape {points.shape}; expected (N, 2)")
     return points
@@ -141,7 +133,7 @@ def _density_grid(log_density, bounds, grid_size: int) -> numpy.ndarray:
     """p(x, y) on a grid_size x grid_size grid over ``bounds`` (row 0 at the bottom), from a function
     giving log-densities of (M, 2) points, or from a (grid, grid) array of log-densities."""
     if not callable(log_density):
-        return numpy.exp(to_host(log_density))
+        return numpy.exp(backend.to_numpy(log_density))
     (x0, x1), (y0, y1) = bounds
     xx, yy = numpy.meshgrid(numpy.linspace(x0, x1, grid_size), numpy.linspace(y0, y1, grid_size))
     log_p = _call(log_density, numpy.stack([xx.ravel(), yy.ravel()], axis=1))
@@ -186,7 +178,7 @@ def interpolation_strip(rows, path, title: str | None = None, value_range=(0.0, 
     Args:
         rows: (R, K, H, W) (or (R, K, 1, H, W), (R, K, H*W)), or a list of R arrays of K images.
     """
-    rows = [to_host(row) for row in rows]
+    rows = [backend.to_numpy(row) for row in rows]
     steps = len(rows[0])
     x = _as_images(numpy.concatenate(rows), value_range, "interpolation_strip")
     canvas = _tile(x, steps)
@@ -375,7 +367,7 @@ def latent_scatter(codes, labels, path, title: str | None = None) -> str:
         codes: (N, D) with D ≥ 2, e.g. an encoder's means.
         labels: (N,) integer classes, or None for one colour.
     """
-    z = to_host(codes).astype(numpy.float64)
+    z = backend.to_numpy(codes).astype(numpy.float64)
     if z.ndim != 2 or z.shape[1] < 2:
         raise ValueError(f"latent_scatter: codes of shape {z.shape}; expected (N, D) with D >= 2")
     axis_names = ("z1", "z2")
@@ -388,7 +380,7 @@ def latent_scatter(codes, labels, path, title: str | None = None) -> str:
     if labels is None:
         ax.scatter(z[:, 0], z[:, 1], s=4, alpha=0.6, linewidths=0)
     else:
-        labels = to_host(labels)
+        labels = backend.to_numpy(labels)
         for i, label in enumerate(numpy.unique(labels)):
             chosen = labels == label
             ax.scatter(z[chosen, 0], z[chosen, 1], s=4, alpha=0.6, linewidths=0, color=f"C{i % 10}", label=str(label))

@@ -26,6 +26,7 @@ import numpy
 
 from scratchgen import backend, nn
 from scratchgen.nn import functional as F
+from scratchgen.ops.elementwise import logistic
 from scratchgen.tensor import Tensor
 from scratchgen.models.made import MADE
 
@@ -73,7 +74,7 @@ class IndependentBernoulli(nn.Module):
 
     def sample(self, n: int = 1) -> Tensor:
         """(n, D) independent draws."""
-        theta = 0.5 * (1 + backend.xp.tanh(0.5 * self.logits.data))
+        theta = logistic(self.logits.data)
         return Tensor((backend.rng().random((n, self.in_features), dtype=theta.dtype) < theta).astype(theta.dtype))
 
     def extra_repr(self) -> str:

@@ -48,6 +48,7 @@ from scratchgen import backend, nn
 from scratchgen.autograd import no_grad
 from scratchgen.nn import functional as F
 from scratchgen.ops import stack
+from scratchgen.ops.elementwise import logistic
 from scratchgen.tensor import Tensor
 
 __all__ = ["MADE", "GaussianMixtureMADE", "made_degrees", "made_masks"]
@@ -192,7 +193,7 @@ class MADE(nn.Module):
 
     def sample_variable(self, params):
         """Draw one variable for each row from its conditional's parameters (N,) (a raw array): Bernoulli."""
-        probabilities = 0.5 * (1 + backend.xp.tanh(0.5 * params))  # σ(x), without overflow of e^-x
+        probabilities = logistic(params)
         return (backend.rng().random(params.shape, dtype=params.dtype) < probabilities).astype(params.dtype)
 
     # ------------------------------------------------------------------ density and samples

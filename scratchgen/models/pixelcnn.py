@@ -30,6 +30,7 @@ from __future__ import annotations
 from scratchgen import backend, nn
 from scratchgen.autograd import no_grad
 from scratchgen.nn import functional as F
+from scratchgen.ops.elementwise import logistic
 from scratchgen.tensor import Tensor
 
 __all__ = ["PixelCNN"]
@@ -93,7 +94,7 @@ class PixelCNN(nn.Module):
                 top = max(0, r - self.rows_above)
                 for c in range(width):
                     logits = self(Tensor(images[:, :, top:r + 1]))  # (N, 1, r + 1 - top, W)
-                    p = 0.5 * (1 + xp.tanh(0.5 * logits.data[:, 0, -1, c]))  # σ(logit), without overflow
+                    p = logistic(logits.data[:, 0, -1, c])
                     images[:, 0, r, c] = backend.rng().random(p.shape, dtype=dtype) < p
         return Tensor(images)
 

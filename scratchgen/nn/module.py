@@ -78,10 +78,16 @@ class Module:
         return (module for _, module in self.named_modules())
 
     def named_parameters(self, prefix: str = ""):
-        """(dotted name, parameter) for every parameter, e.g. ``("encoder.0.weight", ...)``."""
+        """(dotted name, parameter) for every parameter, e.g. ``("encoder.0.weight", ...)``.
+
+        A parameter shared by several layers (tied weights) is yielded once, under the first name it is
+        found by, so that an optimiser updates it once with its whole gradient.
+        """
+        seen = set()
         for module_name, module in self.named_modules(prefix):
             for name, value in vars(module).items():
-                if isinstance(value, Parameter):
+                if isinstance(value, Parameter) and id(value) not in seen:
+                    seen.add(id(value))
                     yield (f"{module_name}.{name}" if module_name else name), value
 
     def parameters(self):
