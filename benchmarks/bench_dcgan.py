@@ -10,6 +10,10 @@ The models are the small DCGAN of the GAN lecture (Radford et al. 2016, sized fo
 "D step": BCE-with-logits of D on a batch of 64 images against their labels, backward, Adam on D.
 "G step": the generator's non-saturating loss, BCE-with-logits of D(G(z)) against "real", backward
 through a frozen D into G, Adam on G.
+"GP step": a WGAN-GP critic step with D as the critic (Gulrajani et al. 2017): E[D(fake)] − E[D(real)]
++ λ·E[(‖∇ₓD(x̂)‖ − 1)²] on 64 real and 64 fake images and 64 points x̂ between them, the input gradient
+taken with create_graph, then backward through it (a double backward through both convolutions) and
+Adam on D.
 
 Each is timed for scratchgen and, when it is installed, for PyTorch on the CPU with the same model,
 dtype and thread count. The table gives the median step time and the peak memory that scratchgen's
@@ -43,6 +47,9 @@ from scratchgen.nn import functional as F  # noqa: E402
 BATCH, LATENT = 64, 100
 rng = np.random.default_rng(0)
 images_host = rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)
+fakes_host = rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)
+between = rng.random((BATCH, 1, 1, 1), dtype=np.float32)
+mixed_host = between * images_host + (1 - between) * fakes_host  # x̂ = εx + (1 − ε)G(z)
 labels_host = (rng.random((BATCH, 1)) < 0.5).astype(np.float32)
 noise_host = rng.standard_normal((BATCH, LATENT), dtype=np.float32)
 
@@ -63,12 +70,13 @@ def build(nn, unflatten):
     return discriminator, generator
 
 
-def steps(nn_module, unflatten, tensor, bce, adam):
-    """(D step, G step) closures for one library."""
+def steps(nn_module, unflatten, tensor, bce, adam, grad, leaf):
+    """(D step, G step, GP step) closures for one library; ``grad`` is its autograd.grad and ``leaf``
+    makes a tensor that requires a gradient."""
     discriminator, generator = build(nn_module, unflatten)
     opt_d = adam(discriminator.parameters())
     opt_g = adam(generator.parameters())
-    images, labels, noise = tensor(images_host), tensor(labels_host), tensor(noise_host)
+    images, labels, noise, fakes = tensor(images_host), tensor(labels_host), tensor(noise_host), tensor(fakes_host)
     real = tensor(np.ones((BATCH, 1), np.float32))
 
     def d_step():
@@ -87,7 +95,16 @@ def steps(nn_module, unflatten, tensor, bce, adam):
         for p in discriminator.parameters():
             p.requires_grad = True
 
-    return d_step, g_step
+    def gp_step():
+        opt_d.zero_grad()
+        mixed = leaf(mixed_host)
+        (slopes,) = grad(discriminator(mixed).sum(), mixed, create_graph=True)
+        norms = ((slopes * slopes).sum((1, 2, 3)) + 1e-12) ** 0.5
+        loss = discriminator(fakes).mean() - discriminator(images).mean() + 10.0 * ((norms - 1) ** 2).mean()
+        loss.backward()
+        opt_d.step()
+
+    return d_step, g_step, gp_step
 
 
 def peak_memory_mb(step) -> float:
@@ -105,6 +122,7 @@ results = {}
 results["scratchgen"] = steps(
     nn, nn.Unflatten((128, 7, 7)), sg.tensor, F.binary_cross_entropy_with_logits,
     lambda params: sg.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)),
+    sg.grad, lambda array: sg.tensor(array, requires_grad=True),
 )
 torch = try_import_torch(args.threads)
 if torch is not None:
@@ -113,21 +131,23 @@ if torch is not None:
         torch.nn, torch.nn.Unflatten(1, (128, 7, 7)), torch.from_numpy,
         torch.nn.functional.binary_cross_entropy_with_logits,
         lambda params: torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)),
+        torch.autograd.grad, lambda array: torch.tensor(array, requires_grad=True),
     )
 
-named_steps = {(library, which): step for library, both in results.items() for which, step in zip("DG", both)}
+STEPS = ("D", "G", "GP")
+named_steps = {(library, which): step for library, all_steps in results.items() for which, step in zip(STEPS, all_steps)}
 timings = interleaved_times(named_steps, warmup=5, repeats=args.repeats)
 print(f"DCGAN training step, batch {BATCH}, 28×28, float32, {args.threads} threads, {machine()}, "
       f"backend {sg.get_backend()}, {time.strftime('%Y-%m-%d')}")
-print(f"  {'median (min) per step':<26} {'D step':>18} {'G step':>18}   {'peak memory D / G':>18}")
-for library, (d_step, g_step) in results.items():
+print(f"  {'median (min) per step':<26} {'D step':>18} {'G step':>18} {'GP step':>18}   {'peak memory D / G / GP':>22}")
+for library, all_steps in results.items():
     memory = "(not traced)"
     if library == "scratchgen":
-        memory = f"{peak_memory_mb(d_step):.1f} / {peak_memory_mb(g_step):.1f} MB"
-    d, g = (f"{timings[library, which][0]:7.2f} ({timings[library, which][1]:6.2f}) ms" for which in "DG")
-    print(f"  {library:<26} {d:>18} {g:>18}   {memory:>18}")
+        memory = " / ".join(f"{peak_memory_mb(step):.1f}" for step in all_steps) + " MB"
+    cells = (f"{timings[library, which][0]:7.2f} ({timings[library, which][1]:6.2f}) ms" for which in STEPS)
+    print(f"  {library:<26} " + " ".join(f"{cell:>18}" for cell in cells) + f"   {memory:>22}")
 if len(results) == 2:
     theirs = list(results)[1]
-    ratios = {which: [timings["scratchgen", which][i] / timings[theirs, which][i] for i in (0, 1)] for which in "DG"}
-    print(f"  scratchgen / PyTorch: D {ratios['D'][0]:.2f}x ({ratios['D'][1]:.2f}x), "
-          f"G {ratios['G'][0]:.2f}x ({ratios['G'][1]:.2f}x)")
+    ratios = {which: [timings["scratchgen", which][i] / timings[theirs, which][i] for i in (0, 1)] for which in STEPS}
+    print("  scratchgen / PyTorch, median (min): "
+          + ", ".join(f"{which} {ratios[which][0]:.2f}x ({ratios[which][1]:.2f}x)" for which in STEPS))
