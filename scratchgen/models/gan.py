@@ -27,12 +27,35 @@ The networks:
   al. 2016): transposed convolutions with batch norm in G, strided convolutions with LeakyReLU in D,
   initialised as that paper prescribes (:func:`dcgan_init_`).
 
+Two gradient penalties keep D smooth in its input:
+
+* **WGAN-GP** (Gulrajani et al., "Improved Training of Wasserstein GANs", 2017). The discriminator is a
+  *critic* with a raw, unbounded output; it descends E[D(G(z))] − E[D(x)] + λ·E[(‖∇ₓ D(x̂)‖ − 1)²], and
+  G descends −E[D(G(z))]. The first two terms are the negated Kantorovich-Rubinstein estimate of the
+  Wasserstein distance, valid for a 1-Lipschitz critic; the :func:`gradient_penalty` enforces the
+  Lipschitz bound softly where it matters, at points x̂ on the lines between real and generated samples.
+  The paper's Algorithm 1 takes n_critic = 5 critic steps per generator step, λ = 10, Adam with
+  lr 1e-4 and β = (0, 0.9); the authors' code for their toy and MNIST experiments uses β = (0.5, 0.9).
+  A critic's constant offset cancels in its loss, so the last bias of a critic never moves.
+* **R1** (Mescheder et al., "Which Training Methods for GANs do actually Converge?", 2018): the usual
+  GAN losses plus γ/2·E‖∇ₓ D(x)‖² on real data (:func:`r1_penalty`, D's logit), added to D's loss: near
+  the equilibrium it damps the oscillation that the unregularised game cannot escape.
+
+Both penalties are gradients of D's output with respect to its *input*, differentiated once more with
+respect to D's weights (:func:`scratchgen.autograd.grad` with ``create_graph=True``). They need a D that
+treats each sample on its own: batch norm in training mode mixes the samples of a batch, so a sample's
+input gradient would carry the others' (the WGAN-GP paper, section 4, drops batch norm from its critic
+for this reason). Neither discriminator here has batch norm, and both penalties refuse a D that has.
+
 Both discriminators can *pack* (Lin et al., "PacGAN", 2018): with ``packing=p`` D judges p samples at
 once, all real or all fake, concatenated along the features (or channels). A generator that puts all
 its samples on a few modes makes packs that look unlike real ones (too many near-duplicates), so D can
-punish mode collapse, which it cannot see one sample at a time.
+punish mode collapse, which it cannot see one sample at a time. A packing D is a function of the whole
+pack, so both penalties treat a pack as one point of the product space: one gradient norm per pack, and
+for WGAN-GP one ε per pack, so that x̂ lies on the line between a real pack and a generated pack.
 
-Builds on :mod:`scratchgen.nn` (layers, softplus, batch norm, convolutions) and :mod:`scratchgen.optim`.
+Builds on :mod:`scratchgen.nn` (layers, softplus, batch norm, convolutions), :func:`scratchgen.autograd.grad`
+and :mod:`scratchgen.optim`.
 """
 
 from __future__ import annotations
@@ -40,18 +63,20 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from scratchgen import nn
-from scratchgen.autograd import no_grad
+from scratchgen.autograd import grad, no_grad
 from scratchgen.nn import init
 from scratchgen.nn import functional as F
 from scratchgen.ops import concatenate
-from scratchgen.tensor import Tensor, randn
+from scratchgen.tensor import Tensor, rand, randn
 
 __all__ = [
-    "value_function", "discriminator_loss", "generator_loss", "GENERATOR_LOSSES", "pack",
-    "MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "dcgan_init_", "GANTrainer", "frozen",
+    "value_function", "discriminator_loss", "generator_loss", "critic_loss", "GENERATOR_LOSSES",
+    "sample_gradients", "gradient_penalty", "r1_penalty", "pack", "MLPGenerator", "MLPDiscriminator",
+    "DCGANGenerator", "DCGANDiscriminator", "dcgan_init_", "GANTrainer", "frozen",
 ]
 
-GENERATOR_LOSSES = ("non_saturating", "saturating")
+# The games GANTrainer plays, named by the generator's loss: the two of Goodfellow et al. and WGAN-GP.
+GENERATOR_LOSSES = ("non_saturating", "saturating", "wgan-gp")
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -80,13 +105,14 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 
 
 def generator_loss(fake_logits: Tensor, loss: str = "non_saturating") -> Tensor:
-    """What the generator descends, from D's logits on its samples.
+    """What the generator descends, from D's logits (or, for WGAN-GP, the critic's scores) on its samples.
 
     Args:
         fake_logits: D's logits on G(z), (m, 1) or (m,).
         loss: "saturating", mean log(1 − D(G(z))) = V's second term, the minimax game itself (its
-            gradient vanishes when D confidently rejects G's samples); or "non_saturating",
-            mean −log D(G(z)), the paper's practical choice, with the same fixed point.
+            gradient vanishes when D confidently rejects G's samples); "non_saturating",
+            mean −log D(G(z)), the paper's practical choice, with the same fixed point; or "wgan-gp",
+            −mean D(G(z)) with D the critic's raw score (Gulrajani et al. 2017, Algorithm 1).
 
     Returns:
         A scalar tensor.
@@ -95,7 +121,27 @@ def generator_loss(fake_logits: Tensor, loss: str = "non_saturating") -> Tensor:
         return -F.softplus(fake_logits).mean()
     if loss == "non_saturating":
         return F.softplus(-fake_logits).mean()
+    if loss == "wgan-gp":
+        return -fake_logits.mean()
     raise ValueError(f"generator_loss: loss must be one of {GENERATOR_LOSSES}, got {loss!r}")
+
+
+def critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """mean D(G(z)) − mean D(x): the WGAN critic's loss, before the gradient penalty.
+
+    For a 1-Lipschitz critic, −critic_loss = mean D(x) − mean D(G(z)) is a lower bound on the Wasserstein-1
+    distance between the data and G's distribution (Kantorovich-Rubinstein duality), tight for the best
+    critic: the critic descends this loss to tighten the bound, and −critic_loss is the run's estimate of
+    the distance.
+
+    Args:
+        real_scores: the critic's raw outputs on data, (m, 1) or (m,); no sigmoid.
+        fake_scores: its raw outputs on generated samples, (m, 1) or (m,).
+
+    Returns:
+        A scalar tensor.
+    """
+    return fake_scores.mean() - real_scores.mean()
 
 
 def pack(x: Tensor, packing: int) -> Tensor:
@@ -112,6 +158,107 @@ def pack(x: Tensor, packing: int) -> Tensor:
         raise ValueError(f"pack: a batch of {x.shape[0]} samples (shape {x.shape}) cannot be split into packs of "
                          f"{packing}; use a batch size that is a multiple of the packing")
     return x.reshape((x.shape[0] // packing, packing * x.shape[1]) + x.shape[2:])
+
+
+# ---------------------------------------------------------------------------------- gradient penalties
+
+# Added under the square root of a gradient norm: the derivative of √s is 1/(2√s), infinite where a
+# critic's input gradient vanishes (a flat region of a ReLU network, a zero weight); the shift keeps it
+# finite and moves a norm of order 1 by about 1e-12, far below float32's resolution.
+_NORM_EPS = 1e-12
+
+
+def sample_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
+    """∇ₓ D(x) for each sample (or pack), flattened and differentiable: (N / packing, packing · features).
+
+    D's output is summed first: D judges each sample (pack) on its own, so the gradient of the sum with
+    respect to sample i is the gradient of D's output on sample i alone, and one backward pass gives all
+    N of them. The gradients are computed with ``create_graph=True``, so a penalty built from them can be
+    backpropagated into D's weights (a double backward).
+
+    Args:
+        discriminator: maps samples (N, ...) to one output per pack, (N / packing, 1); its ``packing``
+            attribute, if it has one, says how many consecutive samples make a pack (1 otherwise).
+        x: the samples, (N, ...); must require grad.
+
+    Raises:
+        ValueError: D has batch norm in training mode, which mixes the samples of the batch, so that the
+            gradient of the sum is no longer each sample's own; or D returned a number of outputs other
+            than N / packing.
+    """
+    norms = [type(m).__name__ for m in discriminator.modules()
+             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.training]
+    if norms:
+        raise ValueError(f"sample_gradients: the discriminator has batch norm ({', '.join(norms)}) in training "
+                         "mode, which makes each sample's output depend on the whole batch, so a per-sample gradient "
+                         "penalty is not defined; remove it (WGAN-GP, section 4, uses layer norm or none)")
+    packing = getattr(discriminator, "packing", 1)
+    outputs = discriminator(x)
+    if outputs.shape[0] * packing != x.shape[0]:
+        raise ValueError(f"sample_gradients: the discriminator gave {outputs.shape[0]} outputs for {x.shape[0]} "
+                         f"samples with packing {packing}; it must give one per pack of consecutive samples (its "
+                         "`packing` attribute says how many samples a pack holds)")
+    (gradients,) = grad(outputs.sum(), x, create_graph=True)
+    return gradients.reshape(outputs.shape[0], -1)  # pack() puts consecutive samples side by side, as here
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, gp_lambda: float = 10.0) -> Tensor:
+    """WGAN-GP's gradient penalty (Gulrajani et al. 2017, equation 3):
+
+        λ · E_x̂[(‖∇_x̂ D(x̂)‖₂ − 1)²],   x̂ = ε·x + (1 − ε)·G(z),   ε ~ U[0, 1] per sample,
+
+    on the lines between data and generated samples, where the optimal critic has gradient norm 1. The
+    norm is taken over all of a sample's non-batch axes; ε comes from scratchgen's seeded generator.
+    With a packing critic (PacGAN) the critic is a function of a whole pack, so a pack is one point: one
+    ε per pack and one norm over the pack's samples together.
+
+    Args:
+        critic: maps samples to raw scores (N / packing, 1), without batch norm.
+        real: N data samples, (N, ...).
+        fake: N generated samples, (N, ...), detached from G (the critic's step leaves G alone).
+        gp_lambda: the penalty's weight λ; the paper uses 10 in every experiment.
+
+    Returns:
+        A scalar tensor whose gradient reaches the critic's weights.
+
+    Raises:
+        ValueError: real and fake differ in shape, N is not a multiple of the packing, or the critic is
+            not a per-sample function (see :func:`sample_gradients`).
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty: real {real.shape} and fake {fake.shape} samples must have the same shape")
+    packing = getattr(critic, "packing", 1)
+    n = real.shape[0]
+    if n % packing:
+        raise ValueError(f"gradient_penalty: {n} samples cannot be split into packs of {packing}")
+    packs = (n // packing, packing) + real.shape[1:]
+    with no_grad():  # x̂ is a leaf: the penalty differentiates with respect to x̂ itself, not to x or G(z)
+        epsilon = rand((n // packing,) + (1,) * (len(packs) - 1), dtype=real.dtype)  # broadcasts over a pack
+        mixed = (epsilon * real.reshape(packs) + (1 - epsilon) * fake.reshape(packs)).reshape(real.shape)
+    norms = ((sample_gradients(critic, mixed.requires_grad_()) ** 2).sum(axis=1) + _NORM_EPS).sqrt()
+    return gp_lambda * ((norms - 1) ** 2).mean()
+
+
+def r1_penalty(discriminator: nn.Module, real: Tensor, gamma: float) -> Tensor:
+    """The R1 penalty (Mescheder et al. 2018, section 4.1), added to D's loss:
+
+        γ/2 · E_x[‖∇ₓ D(x)‖₂²]   on data x only,
+
+    with D(x) the discriminator's *logit* (the paper's D, before its f = −softplus(−·)). It pushes D's
+    gradient to zero where the data are, so that D stops pushing G once G matches them. The norm is
+    taken over all of a sample's non-batch axes; with a packing discriminator, over a whole pack.
+
+    Args:
+        discriminator: maps samples to logits (N / packing, 1), without batch norm.
+        real: N data samples, (N, ...).
+        gamma: the penalty's weight γ, with no default: the gradient's size, so a good γ, depends on the
+            scale of the data.
+
+    Returns:
+        A scalar tensor whose gradient reaches D's weights.
+    """
+    squared_norms = (sample_gradients(discriminator, real.detach().requires_grad_()) ** 2).sum(axis=1)
+    return gamma / 2 * squared_norms.mean()
 
 
 # -------------------------------------------------------------------------------------- the networks
@@ -254,15 +401,25 @@ def frozen(module: nn.Module):
 
 
 class GANTrainer:
-    """Algorithm 1 of Goodfellow et al. (2014): k discriminator steps, then one generator step.
+    """Algorithm 1 of Goodfellow et al. (2014): k discriminator steps, then one generator step; or the
+    same loop for WGAN-GP (Gulrajani et al. 2017, Algorithm 1), with n_critic = k critic steps.
 
     Args:
         generator: maps noise (m, latent_dim) to samples; must have a ``latent_dim`` attribute.
-        discriminator: maps samples to logits (m / packing, 1).
+        discriminator: maps samples to logits (m / packing, 1); for WGAN-GP, the critic, whose output is
+            used raw (no sigmoid).
         generator_optimizer, discriminator_optimizer: optimisers over each network's parameters.
-        k: discriminator steps per iteration (the paper's k; it used k = 1).
-        loss: the generator's loss, "non_saturating" (the default) or "saturating"; see
-            :func:`generator_loss`.
+        k: discriminator steps per iteration (the paper's k, which it set to 1; WGAN-GP's n_critic). By
+            default 1, or 5 with ``loss="wgan-gp"``, as in each paper.
+        loss: the game, named by the generator's loss: "non_saturating" (the default) or "saturating"
+            (see :func:`generator_loss`), or "wgan-gp" (the critic descends :func:`critic_loss` plus
+            :func:`gradient_penalty`; G descends −mean D(G(z))).
+        gp_lambda: λ, the gradient penalty's weight, for "wgan-gp" only; by default the paper's 10.
+        r1_gamma: γ of the :func:`r1_penalty` added to D's loss, for the two GAN losses; 0 turns it off.
+
+    Raises:
+        ValueError: an unknown loss, k < 1, a negative λ or γ, ``gp_lambda`` without "wgan-gp", or
+            ``r1_gamma`` with it (WGAN-GP has its own penalty).
 
     Attributes:
         iteration: iterations completed. discriminator_steps, generator_steps: updates made so far.
@@ -273,17 +430,36 @@ class GANTrainer:
                              optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999)))
         for _ in range(20_000):
             stats = trainer.train_iteration(lambda: sg.tensor(ring8(100)))
+
+        wgan = GANTrainer(G, D, optim.Adam(G.parameters(), 1e-4, betas=(0.5, 0.9)),
+                          optim.Adam(D.parameters(), 1e-4, betas=(0.5, 0.9)), loss="wgan-gp")
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, generator_optimizer, discriminator_optimizer,
-                 k: int = 1, loss: str = "non_saturating"):
-        if k < 1:
-            raise ValueError(f"GANTrainer: k (discriminator steps per iteration) must be at least 1, got {k}")
+                 k: int | None = None, loss: str = "non_saturating", gp_lambda: float | None = None,
+                 r1_gamma: float = 0.0):
         if loss not in GENERATOR_LOSSES:
             raise ValueError(f"GANTrainer: loss must be one of {GENERATOR_LOSSES}, got {loss!r}")
+        k = (5 if loss == "wgan-gp" else 1) if k is None else k
+        if k < 1:
+            raise ValueError(f"GANTrainer: k (discriminator steps per iteration) must be at least 1, got {k}")
+        if loss == "wgan-gp":
+            if r1_gamma:
+                raise ValueError(f"GANTrainer: r1_gamma={r1_gamma} is for the non_saturating and saturating losses; "
+                                 "loss='wgan-gp' has its own gradient penalty, weighted by gp_lambda")
+            gp_lambda = 10.0 if gp_lambda is None else gp_lambda
+            if not gp_lambda >= 0:  # written so that NaN fails too
+                raise ValueError(f"GANTrainer: gp_lambda (the gradient penalty's weight) must be at least 0, "
+                                 f"got {gp_lambda}")
+        elif gp_lambda is not None:
+            raise ValueError(f"GANTrainer: gp_lambda={gp_lambda} weights WGAN-GP's gradient penalty and needs "
+                             f"loss='wgan-gp', not {loss!r} (these losses take r1_gamma)")
+        if not r1_gamma >= 0:
+            raise ValueError(f"GANTrainer: r1_gamma (the R1 penalty's weight) must be at least 0, got {r1_gamma}")
         self.generator, self.discriminator = generator, discriminator
         self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
         self.k, self.loss = k, loss
+        self.gp_lambda, self.r1_gamma = gp_lambda, float(r1_gamma)
         self.iteration = self.discriminator_steps = self.generator_steps = 0
 
     def noise(self, m: int) -> Tensor:
@@ -291,27 +467,43 @@ class GANTrainer:
         return randn(m, self.generator.latent_dim)
 
     def discriminator_step(self, real: Tensor, noise: Tensor | None = None) -> dict:
-        """One ascent step of V(D, G) in D's parameters, on a minibatch of data and of fresh noise.
+        """One descent step of D's loss in D's parameters, on a minibatch of data and of fresh noise.
+
+        D's loss is −V(D, G) (ascending V), plus :func:`r1_penalty` when ``r1_gamma`` > 0; for WGAN-GP it
+        is :func:`critic_loss` plus :func:`gradient_penalty`.
 
         Args:
             real: m data samples, (m, ...).
             noise: the m noise draws, (m, latent_dim); fresh ones by default.
 
         Returns:
-            {"d_loss": −V, "real_score": mean D(x), "fake_score": mean D(G(z))}, detached scalar tensors.
+            Detached scalar tensors: "d_loss", the loss D descended, penalty included; for the GAN losses
+            "real_score" mean D(x) and "fake_score" mean D(G(z)), as probabilities, and "r1_penalty" when
+            R1 is on; for WGAN-GP "wasserstein", the critic's estimate mean D(x) − mean D(G(z)) of the
+            Wasserstein distance (a critic's scores have no meaning one by one, being defined up to a
+            constant), and "gradient_penalty".
         """
         noise = self.noise(len(real)) if noise is None else noise
         with no_grad():  # G is held fixed: record nothing of its graph
             fake = self.generator(noise)
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-        loss = discriminator_loss(real_logits, fake_logits)
+        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        if self.loss == "wgan-gp":
+            wasserstein_loss = critic_loss(real_out, fake_out)
+            penalty = gradient_penalty(self.discriminator, real, fake, self.gp_lambda)
+            loss = wasserstein_loss + penalty
+            stats = {"wasserstein": -wasserstein_loss, "gradient_penalty": penalty}
+        else:
+            loss = discriminator_loss(real_out, fake_out)
+            stats = {"real_score": F.sigmoid(real_out.detach()).mean(),
+                     "fake_score": F.sigmoid(fake_out.detach()).mean()}
+            if self.r1_gamma:
+                stats["r1_penalty"] = r1_penalty(self.discriminator, real, self.r1_gamma)
+                loss = loss + stats["r1_penalty"]
         self.discriminator_optimizer.zero_grad()
         loss.backward()
         self.discriminator_optimizer.step()
         self.discriminator_steps += 1
-        with no_grad():
-            return {"d_loss": loss.detach(), "real_score": F.sigmoid(real_logits).mean(),
-                    "fake_score": F.sigmoid(fake_logits).mean()}
+        return {"d_loss": loss.detach(), **{name: value.detach() for name, value in stats.items()}}
 
     def generator_step(self, m: int, noise: Tensor | None = None) -> dict:
         """One descent step of the generator's loss in G's parameters, on m fresh noise draws.
@@ -371,9 +563,27 @@ class GANTrainer:
             "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
             "counters": {"iteration": self.iteration, "discriminator_steps": self.discriminator_steps,
                          "generator_steps": self.generator_steps},
+            "settings": self.settings(),
         }
 
+    def settings(self) -> dict:
+        """The game this trainer plays: loss, k, gp_lambda and r1_gamma."""
+        return {"loss": self.loss, "k": self.k, "gp_lambda": self.gp_lambda, "r1_gamma": self.r1_gamma}
+
     def load_state_dict(self, state: dict) -> None:
+        """Load :meth:`state_dict`'s output into this trainer, built with the same settings.
+
+        Raises:
+            ValueError: the state was saved by a trainer with other settings (a run resumed with another
+                loss or penalty would silently become a different run); nothing is loaded then. A state
+                saved before the trainer recorded its settings is loaded unchecked.
+        """
+        saved = state.get("settings")
+        if saved is not None and saved != self.settings():
+            changed = {name: (saved.get(name), value) for name, value in self.settings().items()
+                       if saved.get(name) != value}
+            raise ValueError(f"GANTrainer.load_state_dict: the state was saved with other settings (saved, here): "
+                             f"{changed}; build the trainer with the saved settings to resume it")
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.generator_optimizer.load_state_dict(state["generator_optimizer"])
