@@ -11,6 +11,7 @@ import pytest
 
 import scratchgen as sg
 from scratchgen import metrics, nn, optim
+from scratchgen.models import gan
 from scratchgen.models.gan import (
     DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator, critic_loss, discriminator_loss,
     frozen, generator_loss, gradient_penalty, pack, r1_penalty, value_function,
@@ -405,6 +406,25 @@ def test_r1_is_added_to_the_discriminators_loss():
     assert stats["d_loss"].item() == pytest.approx(gan_loss + penalty, rel=1e-5)
 
 
+def test_lazy_r1_adds_the_penalty_times_its_interval_on_one_step_in_that_many(monkeypatch):
+    trainer = _small_trainer(loss="non_saturating", r1_gamma=2.0, r1_every=3)
+    calls = []
+    original = gan.r1_penalty
+    monkeypatch.setattr(gan, "r1_penalty", lambda *args: calls.append(trainer.discriminator_steps) or original(*args))
+    real = sg.tensor(sg.data.ring8(16, rng=0))
+    for step in range(7):
+        noise = trainer.noise(16)
+        with sg.no_grad():
+            fake = trainer.generator(noise)
+            gan_loss = discriminator_loss(trainer.discriminator(real), trainer.discriminator(fake)).item()
+        penalty = original(trainer.discriminator, real, 2.0).item() if step % 3 == 0 else 0.0
+        stats = trainer.discriminator_step(real, noise)
+        assert stats["d_loss"].item() == pytest.approx(gan_loss + 3 * penalty, rel=1e-5)
+    assert calls == [0, 3, 6]
+    with pytest.raises(ValueError, match="r1_every=2 spaces out the R1 penalty, which is off"):
+        _small_trainer(loss="non_saturating", r1_every=2)
+
+
 def test_a_wgan_gp_step_trains_a_packed_dcgan_critic_through_its_convolutions():
     generator, critic = DCGANGenerator(latent_dim=8), DCGANDiscriminator(packing=2)
     trainer = GANTrainer(generator, critic, optim.Adam(generator.parameters()), optim.Adam(critic.parameters()),
@@ -484,7 +504,7 @@ def test_the_state_dict_keeps_the_game_and_refuses_to_load_into_another(tmp_path
     trainer.train_iteration(data)
     sg.save({"trainer": trainer.state_dict()}, tmp_path / "ckpt.npz")
     state = sg.load(tmp_path / "ckpt.npz")["trainer"]
-    assert state["settings"] == {"loss": "wgan-gp", "k": 5, "gp_lambda": 5.0, "r1_gamma": 0.0}
+    assert state["settings"] == {"loss": "wgan-gp", "k": 5, "gp_lambda": 5.0, "r1_gamma": 0.0, "r1_every": 1}
     same = _small_trainer(loss="wgan-gp", gp_lambda=5.0, optimizer=optim.Adam)
     same.load_state_dict(state)
     assert same.iteration == 1

@@ -316,10 +316,13 @@ class GANTrainer:
             :func:`gradient_penalty`; G descends −mean D(G(z))).
         gp_lambda: λ, the gradient penalty's weight, for "wgan-gp" only; by default the paper's 10.
         r1_gamma: γ of the :func:`r1_penalty` added to D's loss, for the two GAN losses; 0 turns it off.
+        r1_every: add the R1 penalty on one discriminator step in this many, weighted by r1_every so that
+            its average gradient is unchanged: StyleGAN2's "lazy regularisation" (Karras et al. 2020,
+            section 3.1), which saves most of the penalty's double backward. 1: every step.
 
     Raises:
-        ValueError: an unknown loss, k < 1, a negative λ or γ, ``gp_lambda`` without "wgan-gp", or
-            ``r1_gamma`` with it (WGAN-GP has its own penalty).
+        ValueError: an unknown loss, k < 1, a negative λ or γ, ``gp_lambda`` without "wgan-gp",
+            ``r1_gamma`` with it (WGAN-GP has its own penalty), or ``r1_every`` < 1 or without ``r1_gamma``.
 
     Attributes:
         iteration: iterations completed. discriminator_steps, generator_steps: updates made so far.
@@ -337,7 +340,7 @@ class GANTrainer:
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, generator_optimizer, discriminator_optimizer,
                  k: int | None = None, loss: str = "non_saturating", gp_lambda: float | None = None,
-                 r1_gamma: float = 0.0):
+                 r1_gamma: float = 0.0, r1_every: int = 1):
         if loss not in GENERATOR_LOSSES:
             raise ValueError(f"GANTrainer: loss must be one of {GENERATOR_LOSSES}, got {loss!r}")
         k = (5 if loss == "wgan-gp" else 1) if k is None else k
@@ -356,10 +359,16 @@ class GANTrainer:
                              f"loss='wgan-gp', not {loss!r} (these losses take r1_gamma)")
         if not r1_gamma >= 0:
             raise ValueError(f"GANTrainer: r1_gamma (the R1 penalty's weight) must be at least 0, got {r1_gamma}")
+        if not (isinstance(r1_every, int) and r1_every >= 1):
+            raise ValueError(f"GANTrainer: r1_every (discriminator steps per R1 penalty) must be an int at least 1, "
+                             f"got {r1_every!r}")
+        if r1_every != 1 and not r1_gamma:
+            raise ValueError(f"GANTrainer: r1_every={r1_every} spaces out the R1 penalty, which is off (r1_gamma=0)")
         self.generator, self.discriminator = generator, discriminator
         self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
         self.k, self.loss = k, loss
-        self.gp_lambda, self.r1_gamma = gp_lambda, float(r1_gamma)
+        self.gp_lambda, self.r1_gamma, self.r1_every = gp_lambda, float(r1_gamma), r1_every
+        self.last_r1_penalty = None  # the latest R1 penalty, reported between its lazy steps
         self.iteration = self.discriminator_steps = self.generator_steps = 0
 
     def noise(self, m: int) -> Tensor:
@@ -397,8 +406,12 @@ class GANTrainer:
             stats = {"real_score": F.sigmoid(real_out.detach()).mean(),
                      "fake_score": F.sigmoid(fake_out.detach()).mean()}
             if self.r1_gamma:
-                stats["r1_penalty"] = r1_penalty(self.discriminator, real, self.r1_gamma)
-                loss = loss + stats["r1_penalty"]
+                # Lazily every r1_every steps, and on a run's (or a resume's) first, so there is one to report.
+                if self.discriminator_steps % self.r1_every == 0 or self.last_r1_penalty is None:
+                    penalty = r1_penalty(self.discriminator, real, self.r1_gamma)
+                    loss = loss + self.r1_every * penalty
+                    self.last_r1_penalty = penalty.detach()
+                stats["r1_penalty"] = self.last_r1_penalty
         self.discriminator_optimizer.zero_grad()
         loss.backward()
         self.discriminator_optimizer.step()
@@ -467,8 +480,9 @@ class GANTrainer:
         }
 
     def settings(self) -> dict:
-        """The game this trainer plays: loss, k, gp_lambda and r1_gamma."""
-        return {"loss": self.loss, "k": self.k, "gp_lambda": self.gp_lambda, "r1_gamma": self.r1_gamma}
+        """The game this trainer plays: loss, k, gp_lambda, r1_gamma and r1_every."""
+        return {"loss": self.loss, "k": self.k, "gp_lambda": self.gp_lambda, "r1_gamma": self.r1_gamma,
+                "r1_every": self.r1_every}
 
     def load_state_dict(self, state: dict) -> None:
         """Load :meth:`state_dict`'s output into this trainer, built with the same settings.
