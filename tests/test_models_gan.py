@@ -169,26 +169,36 @@ def test_k_discriminator_steps_per_generator_step_each_on_fresh_data():
     assert (trainer.discriminator_steps, trainer.generator_steps, trainer.iteration) == (12, 4, 4)
 
 
-def test_a_dense_gan_learns_the_mean_and_covariance_of_a_gaussian():
-    # Data N(μ, Σ). The generator is affine, G(z) = Az + b, a family that holds the answer exactly
-    # (b = μ, AAᵀ = Σ); the discriminator has two hidden layers of 32. Adam 1e-2, then 2e-3 for the last
-    # 300 of 1,000 iterations to let the oscillation settle. Thresholds: every entry of the sample mean
-    # and covariance (4,000 samples; sampling error about 0.02) within 0.15 of the truth, from an
-    # untrained mean 2 away. Here it ends within about 0.06; seeds 0-5 all ended within 0.16.
+GAUSSIAN_MEAN, GAUSSIAN_COV = np.array([1.0, -2.0]), np.array([[1.0, 0.5], [0.5, 0.75]])
+
+
+def _learn_gaussian(iterations, lr, final_lr, final_from, batch, betas, **game):
+    """Train an affine G (a family that holds N(μ, Σ) exactly: b = μ, AAᵀ = Σ) against a discriminator of
+    two hidden layers of 32 on N(μ, Σ), with Adam at lr, then final_lr from iteration final_from on; return
+    the mean and covariance of 4,000 samples (sampling error about 0.02)."""
     sg.manual_seed(0)
-    mean, cov = np.array([1.0, -2.0]), np.array([[1.0, 0.5], [0.5, 0.75]])
-    root = np.linalg.cholesky(cov)
+    root = np.linalg.cholesky(GAUSSIAN_COV)
     data_rng = np.random.default_rng(0)
     generator, discriminator = MLPGenerator(2, (2,), hidden=()), MLPDiscriminator((2,), hidden=(32, 32))
-    adam = lambda params: optim.Adam(params, lr=1e-2, betas=(0.5, 0.999))  # noqa: E731
-    trainer = GANTrainer(generator, discriminator, adam(generator.parameters()), adam(discriminator.parameters()))
-    for i in range(1000):
-        if i == 700:
-            trainer.generator_optimizer.lr = trainer.discriminator_optimizer.lr = 2e-3
-        trainer.train_iteration(lambda: sg.tensor((mean + data_rng.standard_normal((64, 2)) @ root.T).astype(np.float32)))
+    adam = lambda params: optim.Adam(params, lr=lr, betas=betas)  # noqa: E731
+    trainer = GANTrainer(generator, discriminator, adam(generator.parameters()), adam(discriminator.parameters()),
+                         **game)
+    for i in range(iterations):
+        if i == final_from:
+            trainer.generator_optimizer.lr = trainer.discriminator_optimizer.lr = final_lr
+        trainer.train_iteration(
+            lambda: sg.tensor((GAUSSIAN_MEAN + data_rng.standard_normal((batch, 2)) @ root.T).astype(np.float32)))
     samples = trainer.sample(4000).numpy().astype(np.float64)
-    np.testing.assert_allclose(samples.mean(axis=0), mean, atol=0.15)
-    np.testing.assert_allclose(np.cov(samples, rowvar=False), cov, atol=0.15)
+    return samples.mean(axis=0), np.cov(samples, rowvar=False)
+
+
+def test_a_dense_gan_learns_the_mean_and_covariance_of_a_gaussian():
+    # Adam 1e-2, then 2e-3 for the last 300 of 1,000 iterations to let the oscillation settle. Thresholds:
+    # every entry of the sample mean and covariance within 0.15 of the truth, from an untrained mean 2 away.
+    # Here it ends within about 0.06; seeds 0-5 all ended within 0.16.
+    mean, cov = _learn_gaussian(1000, 1e-2, 2e-3, 700, 64, (0.5, 0.999))
+    np.testing.assert_allclose(mean, GAUSSIAN_MEAN, atol=0.15)
+    np.testing.assert_allclose(cov, GAUSSIAN_COV, atol=0.15)
 
 
 def test_a_trainer_resumed_from_its_state_dict_continues_identically(tmp_path):
@@ -442,28 +452,15 @@ def test_a_wgan_gp_step_trains_a_packed_dcgan_critic_through_its_convolutions():
 
 
 def test_a_wgan_gp_learns_the_mean_and_covariance_of_a_gaussian():
-    # The Gaussian of the GAN test above, as WGAN-GP plays it: an affine G, a critic with two hidden layers
-    # of 32, the paper's n_critic = 5, λ = 10 and Adam β = (0.5, 0.9), at lr 1e-2 (the paper's 1e-4 would
-    # take thousands of iterations), then 1e-3 for the last 120 of 400 iterations. Batches of 256: with 64,
-    # the critic's view of the covariance was so noisy that G wandered (covariance off by up to 0.34).
-    # Thresholds: every entry of the sample mean within 0.15 and of the covariance within 0.2 of the truth
-    # (4,000 samples), from an untrained mean 2 away. Here it ends within about 0.08 and 0.06; seeds 0-9
-    # all ended within 0.10 and 0.16.
-    sg.manual_seed(0)
-    mean, cov = np.array([1.0, -2.0]), np.array([[1.0, 0.5], [0.5, 0.75]])
-    root = np.linalg.cholesky(cov)
-    data_rng = np.random.default_rng(0)
-    generator, critic = MLPGenerator(2, (2,), hidden=()), MLPDiscriminator((2,), hidden=(32, 32))
-    adam = lambda params: optim.Adam(params, lr=1e-2, betas=(0.5, 0.9))  # noqa: E731
-    trainer = GANTrainer(generator, critic, adam(generator.parameters()), adam(critic.parameters()), loss="wgan-gp")
-    for i in range(400):
-        if i == 280:
-            trainer.generator_optimizer.lr = trainer.discriminator_optimizer.lr = 1e-3
-        trainer.train_iteration(
-            lambda: sg.tensor((mean + data_rng.standard_normal((256, 2)) @ root.T).astype(np.float32)))
-    samples = trainer.sample(4000).numpy().astype(np.float64)
-    np.testing.assert_allclose(samples.mean(axis=0), mean, atol=0.15)
-    np.testing.assert_allclose(np.cov(samples, rowvar=False), cov, atol=0.2)
+    # The Gaussian of the GAN test above, as WGAN-GP plays it: the paper's n_critic = 5, λ = 10 and Adam
+    # β = (0.5, 0.9), at lr 1e-2 (the paper's 1e-4 would take thousands of iterations), then 1e-3 for the
+    # last 120 of 400 iterations. Batches of 256: with 64, the critic's view of the covariance was so noisy
+    # that G wandered (covariance off by up to 0.34). Thresholds: every entry of the sample mean within 0.15
+    # and of the covariance within 0.2 of the truth, from an untrained mean 2 away. Here it ends within
+    # about 0.08 and 0.06; seeds 0-9 all ended within 0.10 and 0.16.
+    mean, cov = _learn_gaussian(400, 1e-2, 1e-3, 280, 256, (0.5, 0.9), loss="wgan-gp")
+    np.testing.assert_allclose(mean, GAUSSIAN_MEAN, atol=0.15)
+    np.testing.assert_allclose(cov, GAUSSIAN_COV, atol=0.2)
 
 
 def test_penalty_settings_that_make_no_sense_are_refused():
