@@ -14,29 +14,30 @@ class Cube(Function):
     """d/dx x³ = 3x²."""
 
     def forward(self, x):
-        self.x = x
         return x**3
 
     def backward(self, grad):
-        return grad * 3 * self.x**2
+        (x,) = self.inputs
+        return grad * 3 * x**2
 
 
 class CubeOffByFactor(Cube):
     """A deliberately wrong backward: 2x² instead of 3x²."""
 
     def backward(self, grad):
-        return grad * 2 * self.x**2
+        (x,) = self.inputs
+        return grad * 2 * x**2
 
 
 class TransposedMatMul(Function):
     """A classic mistake: the gradient of A·B with respect to A is G·Bᵀ, not G·B."""
 
     def forward(self, a, b):
-        self.a, self.b = a, b
         return a @ b
 
     def backward(self, grad):
-        return grad @ self.b, self.a.T @ grad
+        a, b = self.inputs
+        return grad @ b, a.T @ grad
 
 
 def test_gradcheck_accepts_a_correct_backward(rng):
