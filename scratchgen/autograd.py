@@ -145,7 +145,7 @@ class Function:
             out = fn.forward(*arrays, **params)
         except (ValueError, TypeError, IndexError) as err:
             shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
-            raise type(err)(f"{cls.name()} (inputs of shapes {shapes}): {err}") from err
+            raise _with_context(err, f"{cls.name()} (inputs of shapes {shapes}): {err}") from err
         if not backend.is_array(out):
             out = backend.xp.asarray(out)  # NumPy returns scalars, not 0-d arrays, from 0-d inputs
         requires_grad = _GradMode.enabled and any(t.requires_grad for t in inputs)
@@ -157,6 +157,15 @@ class Function:
             fn._output_ref = weakref.ref(result)
             result._creator = fn
         return result
+
+
+def _with_context(err: Exception, message: str) -> Exception:
+    """An exception of ``err``'s type with ``message``, or of its builtin base where that type needs other
+    arguments (UnicodeDecodeError, say), so that ``except ValueError`` still catches it."""
+    try:
+        return type(err)(message)
+    except Exception:
+        return next(kind for kind in (ValueError, TypeError, IndexError) if isinstance(err, kind))(message)
 
 
 def constant(array):
