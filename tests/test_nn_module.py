@@ -60,6 +60,19 @@ def test_linear_forward_matches_formula_and_gradcheck_of_its_parameters(rng):
     expected = x.numpy() @ layer.weight.numpy().T + layer.bias.numpy()
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-12)
     assert sg.gradcheck(lambda inp, w, b: layer(inp), [x, layer.weight, layer.bias])
+    assert sg.gradgradcheck(lambda inp, w, b: layer(inp), [x, layer.weight, layer.bias])
+
+
+def test_every_activation_layer_is_twice_differentiable(rng):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 4), nn.Softplus(),
+                          nn.Linear(4, 4), nn.LeakyReLU(0.2), nn.Linear(4, 4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Unflatten((2, 2)), nn.Flatten(), nn.Identity())
+    model.eval()  # dropout off: its mask would differ between the finite-difference evaluations
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64)
+    x = t64(rng.normal(size=(5, 3)))
+    params = model.parameters()
+    assert sg.gradgradcheck(lambda inp, *weights: model(inp), [x] + params)
 
 
 def test_linear_rejects_wrong_feature_count():
