@@ -12,6 +12,7 @@ import pytest
 import scratchgen as sg
 from scratchgen.autograd import Function, constant, once_differentiable
 from conftest import t64
+from test_gradcheck import Cube  # d/dx x³ = 3x², read from the input Tensor: twice differentiable
 
 F = sg.nn.functional
 
@@ -122,17 +123,6 @@ def test_gradient_penalty_through_a_conv_net_matches_finite_differences(rng):
 
 
 # ----------------------------------------------------------------------------------- gradgradcheck
-
-
-class Cube(Function):
-    """d/dx x³ = 3x², read from the input Tensor: twice differentiable."""
-
-    def forward(self, x):
-        return x**3
-
-    def backward(self, grad):
-        (x,) = self.inputs
-        return grad * 3 * x**2
 
 
 class CubeWithConstantSlope(Function):
