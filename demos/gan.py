@@ -86,12 +86,12 @@ def parse_args(argv=None):
     parser.add_argument("--loss", choices=GENERATOR_LOSSES, default="non_saturating",
                         help="the game: the generator's loss of Goodfellow et al. (non_saturating or saturating), or "
                              "wgan-gp, a critic with a gradient penalty (Gulrajani et al. 2017)")
-    parser.add_argument("--gp-lambda", type=non_negative_float, default=None, metavar="LAMBDA",
+    parser.add_argument("--gp-lambda", type=experiment.non_negative_float, default=None, metavar="LAMBDA",
                         help="weight of WGAN-GP's gradient penalty, with --loss wgan-gp only: 10 as in the paper")
-    parser.add_argument("--r1", type=non_negative_float, default=0.0, metavar="GAMMA",
+    parser.add_argument("--r1", type=experiment.non_negative_float, default=0.0, metavar="GAMMA",
                         help="weight of the R1 penalty GAMMA/2 E|grad_x D(x)|^2 on real data (Mescheder et al. "
                              "2018), added to D's loss; with the non_saturating or saturating loss; 0: off")
-    parser.add_argument("--r1-every", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--r1-every", type=experiment.positive_int, default=None, metavar="N",
                         help="add the R1 penalty (times N) on one discriminator step in N, StyleGAN2's lazy "
                              "regularisation: 1, or the dataset's default")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
@@ -130,23 +130,9 @@ def parse_args(argv=None):
                         **GAME_DATASET_DEFAULTS.get((args.loss, args.dataset), {})}.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if not args.r1:
+        args.r1_every = 1  # without R1 its interval means nothing: record what the trainer uses
     return args
-
-
-def positive_int(text: str) -> int:
-    """argparse type for a count: an integer at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer at least 1, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type for a penalty's weight: a number at least 0."""
-    value = float(text)
-    if not value >= 0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be a number at least 0, got {text}")
-    return value
 
 
 def build(args):
@@ -167,7 +153,7 @@ def build(args):
 
     return GANTrainer(generator, discriminator, optimizer(generator.parameters()),
                       optimizer(discriminator.parameters()), k=args.k, loss=args.loss, gp_lambda=args.gp_lambda,
-                      r1_gamma=args.r1, r1_every=args.r1_every if args.r1 else 1)
+                      r1_gamma=args.r1, r1_every=args.r1_every)
 
 
 def learning_rate(args, iteration: int, total: int) -> float:

@@ -207,9 +207,8 @@ def once_differentiable(backward):
 
 def _check_inputs(cls, arrays) -> None:
     """Fail early, naming the op, when an input is on the wrong device or is not floating point."""
-    array_type = backend.array_type()
     for i, a in enumerate(arrays):
-        if not isinstance(a, array_type):
+        if not backend.is_array(a):
             raise backend.BackendError(
                 f"{cls.name()}: input {i} is on {backend.device_of(a)} but the active backend is "
                 f"{backend.get_backend()}; inputs are on "
@@ -444,8 +443,10 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, allow_u
     """
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    if grad_outputs is None or isinstance(grad_outputs, Tensor) or backend.is_array(grad_outputs):
-        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif isinstance(grad_outputs, Tensor) or backend.is_array(grad_outputs):
+        grad_outputs = [grad_outputs]  # one seed for one output
     grad_outputs = list(grad_outputs)
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: {len(outputs)} output(s) but {len(grad_outputs)} grad_outputs")

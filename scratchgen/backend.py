@@ -20,7 +20,7 @@ import os
 import numpy
 
 __all__ = [
-    "xp", "set_backend", "get_backend", "use_backend", "array_type", "is_array", "asarray", "to_numpy", "device_of",
+    "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of",
     "manual_seed", "rng", "get_rng_state", "set_rng_state", "scatter_add",
     "as_strided", "synchronize", "BackendError", "DEFAULT_DTYPE",
 ]
@@ -121,11 +121,6 @@ def use_backend(name: str):
         yield
     finally:
         _state.name, _state.module, _state.array_type, _state.generator, _state.seed = previous
-
-
-def array_type() -> type:
-    """The array class of the active backend: ``numpy.ndarray`` or ``cupy.ndarray``."""
-    return _state.array_type
 
 
 def is_array(obj) -> bool:

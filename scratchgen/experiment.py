@@ -42,16 +42,25 @@ from scratchgen import backend
 from scratchgen.checkpoint import CheckpointError, atomic_write, load, save
 from scratchgen.train import History, ProgressBar, as_number
 
-__all__ = ["demo_parser", "Run"]
+__all__ = ["demo_parser", "Run", "positive_int", "non_negative_float"]
 
 # Arguments that may differ between a run and its resumption without changing what it computes.
 _RESUMABLE_CHANGES = ("epochs", "resume", "quiet", "out", "backend")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type for a count: an integer at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type for a weight such as a penalty's: a number at least 0 (NaN is refused too)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number at least 0, got {text}")
     return value
 
 
@@ -70,8 +79,8 @@ def demo_parser(description: str, *, dataset: str = "embedded", datasets=None, e
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default=dataset, choices=datasets, help="training data")
-    parser.add_argument("--epochs", type=_positive_int, default=epochs, help="epochs in all (a resumed run too)")
-    parser.add_argument("--batch-size", type=_positive_int, default=batch_size, help="samples per minibatch")
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help="epochs in all (a resumed run too)")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="samples per minibatch")
     parser.add_argument("--lr", type=float, default=lr, help="learning rate")
     parser.add_argument("--seed", type=int, default=seed, help="seed of every random choice")
     parser.add_argument("--backend", choices=("numpy", "cupy"), default=backend.get_backend(), help="array library")

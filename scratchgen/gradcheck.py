@@ -41,7 +41,7 @@ import numpy
 from scratchgen import backend
 from scratchgen.autograd import enable_grad, grad
 from scratchgen.ops import concatenate
-from scratchgen.tensor import Tensor
+from scratchgen.tensor import Tensor, zeros_like
 
 __all__ = ["gradcheck", "gradgradcheck", "GradcheckError"]
 
@@ -172,8 +172,7 @@ def gradgradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float
             targets = [args[i] for i in checked]
             grads = grad((_output_tensor(fn, args, "gradgradcheck") * v).sum(), targets, create_graph=True,
                          allow_unused=True)
-            parts = [(Tensor(backend.xp.zeros(t.shape, dtype=t.dtype)) if g is None else g).reshape(-1)
-                     for g, t in zip(grads, targets)]
+            parts = [(zeros_like(t) if g is None else g).reshape(-1) for g, t in zip(grads, targets)]
             return concatenate(parts)
 
     # v is checked as an input too: the first derivative is linear in v, and its derivative in v is the

@@ -64,7 +64,7 @@ from contextlib import contextmanager
 
 from scratchgen import nn
 from scratchgen.autograd import no_grad
-from scratchgen.models.penalties import gradient_penalty, r1_penalty, sample_gradients
+from scratchgen.models.penalties import gradient_penalty, r1_penalty
 from scratchgen.nn import init
 from scratchgen.nn import functional as F
 from scratchgen.ops import concatenate
@@ -72,7 +72,7 @@ from scratchgen.tensor import Tensor, randn
 
 __all__ = [
     "value_function", "discriminator_loss", "generator_loss", "critic_loss", "GENERATOR_LOSSES",
-    "sample_gradients", "gradient_penalty", "r1_penalty", "pack", "MLPGenerator", "MLPDiscriminator",
+    "gradient_penalty", "r1_penalty", "pack", "MLPGenerator", "MLPDiscriminator",
     "DCGANGenerator", "DCGANDiscriminator", "dcgan_init_", "GANTrainer", "frozen",
 ]
 

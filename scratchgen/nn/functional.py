@@ -10,7 +10,7 @@ losses work on logits, in forms that stay finite for logits of any size:
 from __future__ import annotations
 
 from scratchgen import backend, ops
-from scratchgen.ops import conv, norm, pool
+from scratchgen.ops import conv, pool
 from scratchgen.ops.conv import pair
 from scratchgen.tensor import Tensor
 
@@ -238,5 +238,6 @@ def batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None = Non
     if (weight is None) != (bias is None):
         raise ValueError("batch_norm: give both weight and bias, or neither")
     running = [r.data if isinstance(r, Tensor) else r for r in (running_mean, running_var)]
-    return norm.batch_norm(x, weight, bias, running_mean=running[0], running_var=running[1], training=training,
-                           momentum=momentum, eps=eps)
+    inputs = (x,) if weight is None else (x, weight, bias)
+    return ops.BatchNorm.apply(*inputs, running_mean=running[0], running_var=running[1], training=training,
+                               momentum=momentum, eps=eps)

@@ -7,7 +7,7 @@
 * :mod:`~scratchgen.ops.conv`: im2col and col2im, each the other's gradient, and conv2d and
   conv_transpose2d composed from them;
 * :mod:`~scratchgen.ops.pool`: max and average pooling (composed from im2col), nearest upsampling;
-* :mod:`~scratchgen.ops.norm`: batch normalisation, composed from elementwise ops and reductions.
+* :mod:`~scratchgen.ops.norm`: batch normalisation, one fused op.
 
 Every backward is written with Tensor ops, so every gradient can be differentiated again. The functions
 at the bottom are the functional forms of the ops that take several tensors.
@@ -21,6 +21,7 @@ from scratchgen.ops.shape import BroadcastTo, Concatenate, Index, IndexScatter, 
 from scratchgen.ops.reduce import LogSoftmax, LogSumExp, Max, Mean, Sum  # noqa: F401
 from scratchgen.ops.linalg import Affine, MatMul  # noqa: F401
 from scratchgen.ops.conv import Col2Im, Im2Col  # noqa: F401
+from scratchgen.ops.norm import BatchNorm  # noqa: F401
 from scratchgen.ops.pool import UpsampleNearest2d, WindowMax  # noqa: F401
 
 

@@ -122,16 +122,3 @@ class BatchNorm(Function):
         grad_bias = grad.sum(axis=self.axes) if self.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
 
-
-def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, training: bool = True,
-               momentum: float = 0.1, eps: float = 1e-5):
-    """y = γ·(x - μ)/√(σ² + ε) + β per channel: see :class:`BatchNorm`.
-
-    Args:
-        x: (N, C, ...). weight, bias: γ and β, (C,) each, or both None.
-        running_mean, running_var: (C,) arrays or None; updated in place in training mode, used instead
-            of the batch's statistics in evaluation mode.
-    """
-    inputs = (x,) if weight is None else (x, weight, bias)
-    return BatchNorm.apply(*inputs, running_mean=running_mean, running_var=running_var, training=training,
-                           momentum=momentum, eps=eps)
