@@ -22,11 +22,15 @@ Three promises, each tested:
 * **Atomic writes.** :func:`atomic_write` writes a temporary file beside the target, flushes it to the
   disk and renames it over the target in one step, so a crash leaves the old checkpoint or the new
   one, never half of one. Pictures and ``metrics.json`` are written the same way.
-* **No pickles.** ``numpy.load(..., allow_pickle=False)`` refuses an object array before anything is
-  unpickled: a checkpoint can never run code when it is loaded.
-* **Damage is an error, not garbage.** A truncated file, a bad zip, a changed array (caught by the zip's
-  CRC or, after a careful edit, by the SHA-256) or a missing entry raises :class:`CheckpointError`
-  naming the file and what is wrong. The hashes detect accidents and edits; they are not a signature.
+* **No pickles.** An entry whose header declares an object array is refused before anything is
+  unpickled (and NumPy reads the rest with ``allow_pickle=False``): a checkpoint can never run code
+  when it is loaded.
+* **Damage is an error, not garbage.** A truncated file, a bad zip, a changed array (caught by the
+  zip's CRC or, after a careful edit, by the SHA-256), a missing entry or one that would inflate beyond
+  the file's size raises :class:`CheckpointError` naming the file and what is wrong; nothing else
+  escapes. Every entry's size is checked against the metadata and the zip directory before it is
+  decompressed, so a crafted file cannot make ``load`` allocate more than a few times its own size.
+  The hashes detect accidents and edits; they are not a signature.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import uuid
 import zipfile
@@ -171,42 +176,112 @@ def _sha256(array: numpy.ndarray) -> str:
 def load(path) -> dict:
     """Read a checkpoint written by :func:`save`; arrays come back as host NumPy arrays.
 
-    Nothing is ever unpickled. Tuples come back as tuples, NumPy scalars as NumPy scalars.
+    Nothing is ever unpickled. Tuples come back as tuples, NumPy scalars as NumPy scalars. Every entry is
+    measured before it is decompressed (see :func:`_check_sizes`), so a crafted file cannot make ``load``
+    allocate much more memory than the file's own size.
 
     Raises:
-        FileNotFoundError: no file at ``path``.
+        FileNotFoundError: no file at ``path`` (and other ``OSError`` from opening it, as they are).
         CheckpointError: the file is truncated or not a zip, holds a pickled object, lacks or adds an
-            entry, or an array's dtype, shape or SHA-256 differs from the one recorded when it was saved.
+            entry, declares more bytes than it holds, or an array's dtype, shape or SHA-256 differs from
+            the one recorded when it was saved.
     """
     path = os.fspath(path)
-    try:
-        npz = numpy.load(path, allow_pickle=False)
-        if not isinstance(npz, numpy.lib.npyio.NpzFile):
-            raise CheckpointError(f"load: {path} is a single .npy array, not a checkpoint (.npz)")
-        with npz:
-            metadata = _read_metadata(npz, path)
-            arrays = {name: _read_array(npz, name, expected, path) for name, expected in metadata["arrays"].items()}
-            unexpected = sorted(set(npz.files) - set(arrays) - {_METADATA})
-    except (CheckpointError, FileNotFoundError):
-        raise
-    except ValueError as err:
-        if "pickle" in str(err):
-            raise CheckpointError(f"load: {path} holds pickled Python objects, which a checkpoint never contains; "
-                                  f"refused without unpickling (loading a pickle can run arbitrary code)") from err
-        raise CheckpointError(f"load: {path} is not an intact checkpoint: {err}") from err
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError, TypeError) as err:
-        raise CheckpointError(f"load: {path} is not an intact checkpoint (truncated or corrupted?): "
-                              f"{type(err).__name__}: {err}") from err
-    if unexpected:
-        raise CheckpointError(f"load: {path} has entries {unexpected} that its metadata does not list")
+    with open(path, "rb") as file:  # not finding or not being allowed to open the file is no damage to it
+        try:
+            return _read(file, path)
+        except CheckpointError:
+            raise
+        except _DAMAGE as err:
+            raise CheckpointError(f"load: {path} is not an intact checkpoint (truncated or corrupted?): "
+                                  f"{type(err).__name__}: {err}") from err
+
+
+_DAMAGE = (
+    zipfile.BadZipFile, zlib.error, EOFError, OSError,  # a bad zip, a bad deflate stream, a truncated read
+    NotImplementedError,  # a compression method, zip version or flag that zipfile does not handle
+    RuntimeError,  # an entry flagged as encrypted; RecursionError (a subclass): JSON nested absurdly deep
+    ValueError,  # numpy's .npy header parser, invalid UTF-8 or JSON, an impossible shape
+)
+"""What the zip, deflate, .npy and JSON readers raise for damaged input, each turned into CheckpointError."""
+
+
+def _read(file, path: str) -> dict:
+    """The saved state from an open checkpoint file, every part checked before it is used."""
+    if file.read(len(numpy.lib.format.MAGIC_PREFIX)) == numpy.lib.format.MAGIC_PREFIX:
+        raise CheckpointError(f"load: {path} is a single .npy array, not a checkpoint (.npz)")
+    file.seek(0)
+    with zipfile.ZipFile(file) as archive:
+        _check_sizes(archive, os.fstat(file.fileno()).st_size, path)
+        metadata = _read_metadata(archive, path)
+        entries = archive.namelist()
+        expected = {f"{name}.npy" for name in metadata["arrays"]} | {f"{_METADATA}.npy"}
+        unexpected = sorted(name.removesuffix(".npy") for name in set(entries) - expected)
+        if unexpected:
+            raise CheckpointError(f"load: {path} has entries {unexpected} that its metadata does not list")
+        if len(set(entries)) != len(entries):
+            raise CheckpointError(f"load: {path} names an entry twice in its zip directory: {sorted(entries)}")
+        arrays = {name: _read_array(archive, name, saved, path) for name, saved in metadata["arrays"].items()}
     return _decode(metadata["state"], arrays, path)
 
 
-def _read_metadata(npz, path: str) -> dict:
-    if _METADATA not in npz.files:
+def _check_sizes(archive: zipfile.ZipFile, file_size: int, path: str) -> None:
+    """Refuse entries that declare, together, more bytes than the file holds.
+
+    :func:`save` stores entries uncompressed, so in a real checkpoint they always fit. A deflated entry
+    can inflate kilobytes into gigabytes (a "zip bomb"), and entries can share bytes; either way the
+    memory would be allocated before any later check could object. Each entry's header is later held
+    to the size declared here (:func:`_read_npy`), so this caps what ``load`` can allocate.
+    """
+    total = 0
+    for info in archive.infolist():
+        total += info.file_size
+        if total > file_size:
+            raise CheckpointError(f"load: {path} is not an intact checkpoint: its entries up to "
+                                  f"{info.filename.removesuffix('.npy')!r} declare {total} bytes, more than the "
+                                  f"file's {file_size} (a checkpoint's entries are stored uncompressed, so they fit)")
+
+
+def _read_npy(archive: zipfile.ZipFile, name: str, path: str, check_header) -> numpy.ndarray:
+    """The array in entry ``<name>.npy``, read only once its header is known to be what was expected.
+
+    Args:
+        check_header: called with the header's dtype and shape; returns what is wrong with them, or None.
+    """
+    if f"{name}.npy" not in archive.namelist():
+        raise CheckpointError(f"load: {path} lacks the array entry {name!r} that its metadata lists")
+    info = archive.getinfo(f"{name}.npy")
+    with archive.open(info) as entry:
+        version = numpy.lib.format.read_magic(entry)
+        if version not in _HEADER_READERS:
+            raise CheckpointError(f"load: entry {name!r} of {path} is .npy format version {version}; "
+                                  f"checkpoints use {sorted(_HEADER_READERS)}")
+        shape, _, dtype = _HEADER_READERS[version](entry)
+        if dtype.hasobject:
+            raise CheckpointError(f"load: entry {name!r} of {path} holds pickled Python objects, which a "
+                                  f"checkpoint never contains; refused without unpickling (loading a pickle can "
+                                  f"run arbitrary code)")
+        wrong = check_header(dtype, shape)
+        if wrong:
+            raise CheckpointError(f"load: array {name!r} of {path} {wrong}")
+        needed = entry.tell() + math.prod(shape) * dtype.itemsize
+        if needed != info.file_size:
+            raise CheckpointError(f"load: entry {name!r} of {path} is {info.file_size} bytes in the zip directory, "
+                                  f"but its header (dtype {dtype.str}, shape {list(shape)}) needs {needed}")
+        entry.seek(0)
+        return numpy.lib.format.read_array(entry, allow_pickle=False)
+
+
+_HEADER_READERS = {(1, 0): numpy.lib.format.read_array_header_1_0, (2, 0): numpy.lib.format.read_array_header_2_0}
+
+
+def _read_metadata(archive: zipfile.ZipFile, path: str) -> dict:
+    if f"{_METADATA}.npy" not in archive.namelist():
         raise CheckpointError(f"load: {path} has no '{_METADATA}' entry; it is an .npz but not a scratchgen checkpoint")
+    raw = _read_npy(archive, _METADATA, path, lambda dtype, shape: None if dtype == numpy.uint8 and len(shape) == 1
+                    else f"is dtype {dtype.str}, shape {list(shape)}, not bytes")
     try:
-        metadata = json.loads(npz[_METADATA].tobytes().decode("utf-8"))
+        metadata = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"load: the metadata of {path} is not valid JSON: {err}") from err
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
@@ -214,18 +289,29 @@ def _read_metadata(npz, path: str) -> dict:
     if metadata.get("version") != VERSION:
         raise CheckpointError(f"load: {path} is checkpoint format version {metadata.get('version')}; "
                               f"this scratchgen reads version {VERSION}")
+    arrays = metadata.get("arrays")
+    if "state" not in metadata or not isinstance(arrays, dict) or not all(map(_is_array_record, arrays.values())):
+        raise CheckpointError(f"load: the metadata of {path} lacks its 'state', or does not describe every array "
+                              f"by a dtype, a shape and a SHA-256")
     return metadata
 
 
-def _read_array(npz, name: str, expected: dict, path: str) -> numpy.ndarray:
-    if name not in npz.files:
-        raise CheckpointError(f"load: {path} lacks the array entry {name!r} that its metadata lists")
-    array = npz[name]
-    found = {"dtype": array.dtype.str, "shape": list(array.shape)}
-    if found != {"dtype": expected["dtype"], "shape": expected["shape"]}:
-        raise CheckpointError(f"load: array {name!r} of {path} is {found}, but was saved as "
-                              f"dtype {expected['dtype']}, shape {expected['shape']}")
-    if _sha256(array) != expected["sha256"]:
+def _is_array_record(record) -> bool:
+    """Whether ``record`` is a metadata entry as :func:`save` writes it: dtype, shape and SHA-256."""
+    return (isinstance(record, dict) and isinstance(record.get("dtype"), str) and isinstance(record.get("sha256"), str)
+            and isinstance(record.get("shape"), list)
+            and all(type(n) is int and n >= 0 for n in record["shape"]))
+
+
+def _read_array(archive: zipfile.ZipFile, name: str, saved: dict, path: str) -> numpy.ndarray:
+    def check_header(dtype, shape):
+        if dtype.str != saved["dtype"] or list(shape) != saved["shape"]:
+            return (f"is dtype {dtype.str}, shape {list(shape)}, but was saved as dtype {saved['dtype']}, "
+                    f"shape {saved['shape']}")
+        return None
+
+    array = _read_npy(archive, name, path, check_header)
+    if _sha256(array) != saved["sha256"]:
         raise CheckpointError(f"load: array {name!r} of {path} has changed since it was saved (SHA-256 differs)")
     return array
 
@@ -237,10 +323,12 @@ def _decode(node, arrays: dict, path: str):
     if not isinstance(node, dict):
         return node
     if _ARRAY in node:
-        if node[_ARRAY] not in arrays:
-            raise CheckpointError(f"load: the metadata of {path} refers to an array {node[_ARRAY]!r} it does not list")
-        array = arrays[node[_ARRAY]]
-        return array[()] if node.get("scalar") else array
+        name = node[_ARRAY]
+        if not isinstance(name, str) or name not in arrays:
+            raise CheckpointError(f"load: the metadata of {path} refers to an array {name!r} it does not list")
+        return arrays[name][()] if node.get("scalar") else arrays[name]
     if _TUPLE in node:
+        if not isinstance(node[_TUPLE], list):
+            raise CheckpointError(f"load: the metadata of {path} has a tuple that is not a list: {node[_TUPLE]!r}")
         return tuple(_decode(item, arrays, path) for item in node[_TUPLE])
     return {key: _decode(item, arrays, path) for key, item in node.items()}

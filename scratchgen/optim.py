@@ -19,29 +19,55 @@ several tensors.
 from __future__ import annotations
 
 import math
+import numbers
 
 from scratchgen import backend
+from scratchgen.nn.module import array_to_load
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
 class Optimizer:
-    """Base class: the parameter list, ``zero_grad``, and saving/loading of per-parameter state."""
+    """Base class: the parameter list, checked hyperparameters, ``zero_grad``, and saving/loading state.
 
-    #: Names of the hyperparameters saved in ``state_dict``; subclasses list theirs.
+    A subclass names its hyperparameters and the state it keeps per parameter, and checks its
+    hyperparameters in :meth:`check_hyperparameters`: the constructor and :meth:`load_state_dict` both
+    call it, so a value from a file passes exactly the checks that one from the command line does.
+    """
+
+    #: Names of the hyperparameters, saved in ``state_dict``; subclasses list theirs.
     hyperparameters: tuple = ("lr",)
+    #: Names of the arrays (each shaped like its parameter) and of the step counters kept per parameter.
+    state_arrays: tuple = ()
+    state_counters: tuple = ()
 
-    def __init__(self, params, lr: float):
+    def __init__(self, params, **hyperparameters):
         self.params = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         for i, p in enumerate(self.params):
             if not p.requires_grad:
                 raise ValueError(f"{type(self).__name__}: parameter {i} (shape {p.shape}) does not require grad")
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr}")
-        self.lr = lr
+        vars(self).update(self.check_hyperparameters(hyperparameters, type(self).__name__))
         self.state = [dict() for _ in self.params]  # per parameter: name -> array or number
+
+    def check_hyperparameters(self, values: dict, where: str) -> dict:
+        """``values`` checked, as plain floats (and tuples): exactly the names in :attr:`hyperparameters`,
+        each within its range. Subclasses check theirs and add them to what this returns.
+
+        Args:
+            values: name -> value, from the constructor's arguments or a saved state.
+            where: who is asking, for the messages ("Adam", "Adam.load_state_dict").
+
+        Raises:
+            ValueError: a name missing or unknown, or a value out of its range.
+        """
+        missing = sorted(set(self.hyperparameters) - set(values))
+        unknown = sorted(set(values) - set(self.hyperparameters))
+        if missing or unknown:
+            raise ValueError(f"{where}: missing hyperparameters {missing}, unknown hyperparameters {unknown}; "
+                             f"a {type(self).__name__} has {list(self.hyperparameters)}")
+        return {"lr": _checked_number(where, "learning rate", values["lr"], "positive and finite", lambda lr: lr > 0)}
 
     def zero_grad(self) -> None:
         """Forget the gradients of every parameter (they accumulate across backward calls otherwise)."""
@@ -58,31 +84,80 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        """{"hyperparameters": {...}, "state": {"0": {"exp_avg": array, "step": 3, ...}, ...}}.
+        """{"type": "Adam", "hyperparameters": {...}, "state": {"0": {"exp_avg": array, "step": 3, ...}, ...}}.
 
         The arrays are the live state, not copies (as in PyTorch): save or deep-copy them before stepping on.
         """
         return {
+            "type": type(self).__name__,
             "hyperparameters": {name: getattr(self, name) for name in self.hyperparameters},
             "state": {str(i): dict(s) for i, s in enumerate(self.state) if s},
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        for name, value in state_dict["hyperparameters"].items():
-            setattr(self, name, tuple(value) if isinstance(value, list) else value)
-        self.state = [dict() for _ in self.params]
-        for key, saved in state_dict["state"].items():
-            i = int(key)
-            if i >= len(self.params):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: state for parameter {i}, but only "
-                                 f"{len(self.params)} parameters")
-            for name, value in saved.items():
-                if hasattr(value, "shape"):
-                    if tuple(value.shape) != self.params[i].shape:
-                        raise ValueError(f"{type(self).__name__}.load_state_dict: {name} of parameter {i} has shape "
-                                         f"{tuple(value.shape)}, the parameter {self.params[i].shape}")
-                    value = backend.asarray(value, dtype=self.params[i].dtype).copy()
-                self.state[i][name] = value
+        """Load :meth:`state_dict`'s output, all or nothing: everything is checked before anything is set.
+
+        Raises:
+            ValueError: the state is another optimiser's, a hyperparameter is missing, unknown or out of
+                range (as the constructor would say), or a parameter's state has other names, shapes or
+                counts than this optimiser keeps.
+            TypeError: a saved array's dtype is of another kind than its parameter's.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        unknown = sorted(set(state_dict) - {"type", "hyperparameters", "state"})
+        if unknown:
+            raise ValueError(f"{where}: unknown entries {unknown} in the state")
+        # A state saved before the type was recorded has none; its hyperparameters' names still differ.
+        saved_type = state_dict.get("type", type(self).__name__)
+        if saved_type != type(self).__name__:
+            raise ValueError(f"{where}: the state was saved by {saved_type}, not {type(self).__name__}; load it into {saved_type}")
+        hyperparameters = self.check_hyperparameters(state_dict["hyperparameters"], where)
+        state = self._checked_state(state_dict["state"], where)
+        vars(self).update(hyperparameters)
+        self.state = state
+
+    def _checked_state(self, saved: dict, where: str) -> list:
+        """The per-parameter state from ``saved`` ({"0": {...}, ...}), each entry checked, as new arrays."""
+        state = [dict() for _ in self.params]
+        index = {str(i): i for i in range(len(self.params))}
+        names = sorted(self.state_arrays + self.state_counters)
+        for key, entries in saved.items():
+            if key not in index:
+                raise ValueError(f"{where}: state for parameter {key!r}, but the parameters are numbered "
+                                 f"0 to {len(self.params) - 1}")
+            i = index[key]
+            found = sorted(entries) if isinstance(entries, dict) else entries
+            if found != names:
+                raise ValueError(f"{where}: parameter {i}'s state has {found!r}; a {type(self).__name__} keeps {names}")
+            for name in self.state_arrays:
+                state[i][name] = array_to_load(entries[name], self.params[i], f"{where}: {name} of parameter {i}")
+            for name in self.state_counters:
+                count = entries[name]
+                if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
+                    raise ValueError(f"{where}: {name} of parameter {i} must be a count (an integer >= 0), "
+                                     f"got {count!r}")
+                state[i][name] = int(count)
+        return state
+
+
+def _checked_weight_decay(where: str, value) -> float:
+    """Weight decay, shared by SGD and Adam: an L2 penalty's coefficient, so not negative."""
+    return _checked_number(where, "weight_decay", value, "at least 0 and finite", lambda decay: decay >= 0)
+
+
+def _checked_number(where: str, name: str, value, rule: str, holds) -> float:
+    """``value`` as a float, if it is a finite real number for which ``holds(value)`` is true.
+
+    Finiteness is checked here for every rule: an infinite learning rate is positive, and NaN passes any
+    check written as ``if lr <= 0: raise``.
+
+    Raises:
+        ValueError: "<where>: <name> must be <rule>, got <value>" otherwise.
+    """
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or not holds(value)):
+        raise ValueError(f"{where}: {name} must be {rule}, got {value!r}")
+    return float(value)
 
 
 class SGD(Optimizer):
@@ -92,12 +167,16 @@ class SGD(Optimizer):
     """
 
     hyperparameters = ("lr", "momentum", "weight_decay")
+    state_arrays = ("momentum_buffer",)
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum}")
-        self.momentum, self.weight_decay = momentum, weight_decay
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def check_hyperparameters(self, values: dict, where: str) -> dict:
+        checked = super().check_hyperparameters(values, where)
+        checked["momentum"] = _checked_number(where, "momentum", values["momentum"], "in [0, 1)", lambda m: 0 <= m < 1)
+        checked["weight_decay"] = _checked_weight_decay(where, values["weight_decay"])
+        return checked
 
     def update(self, param, grad, state):
         if self.weight_decay:
@@ -121,12 +200,22 @@ class Adam(Optimizer):
     """
 
     hyperparameters = ("lr", "betas", "eps", "weight_decay")
+    state_arrays = ("exp_avg", "exp_avg_sq")
+    state_counters = ("step",)
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        if not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
-        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def check_hyperparameters(self, values: dict, where: str) -> dict:
+        checked = super().check_hyperparameters(values, where)
+        betas = values["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
+        checked["betas"] = tuple(_checked_number(where, f"betas[{i}]", beta, "in [0, 1)", lambda b: 0 <= b < 1)
+                                 for i, beta in enumerate(betas))
+        checked["eps"] = _checked_number(where, "eps", values["eps"], "positive and finite", lambda eps: eps > 0)
+        checked["weight_decay"] = _checked_weight_decay(where, values["weight_decay"])
+        return checked
 
     def update(self, param, grad, state):
         beta1, beta2 = self.betas

@@ -22,13 +22,14 @@ binarised" MNIST of Salakhutdinov & Murray 2008 and of most VAE papers).
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import numpy
 
 from scratchgen import backend
-from scratchgen.data.download import fetch
+from scratchgen.data.download import ChecksumError, fetch, sha256_of
 from scratchgen.data.idx import read_idx
 from scratchgen.tensor import Tensor
 
@@ -71,7 +72,7 @@ def load_mnist(name: str = "embedded", split: str = "train", cache_dir: str | os
         ValueError: unknown ``name`` or ``split``, or files whose arrays do not fit together.
         scratchgen.data.DownloadError: a download failed, or the files are missing offline (the
             message says which files to place where).
-        scratchgen.data.ChecksumError: a file is not the published one.
+        scratchgen.data.ChecksumError: a file is not the published one (the embedded one included).
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"load_mnist: unknown dataset {name!r}; expected one of {DATASET_NAMES}")
@@ -79,6 +80,7 @@ def load_mnist(name: str = "embedded", split: str = "train", cache_dir: str | os
         raise ValueError(f"load_mnist: unknown split {split!r}; expected 'train' or 'test'")
 
     if name == "embedded":
+        _check_embedded(EMBEDDED_PATH)
         with numpy.load(EMBEDDED_PATH) as archive:
             images, labels = archive[f"x_{split}"], archive[f"y_{split}"]
     else:
@@ -90,6 +92,23 @@ def load_mnist(name: str = "embedded", split: str = "train", cache_dir: str | os
         raise ValueError(f"load_mnist: {name}/{split} has images {images.shape} {images.dtype} and labels "
                          f"{labels.shape}; expected (N, H, W) uint8 and (N,)")
     return images, labels.astype(numpy.int64)
+
+
+def _check_embedded(path: Path) -> None:
+    """Refuse an embedded subset that is not the shipped file: a damaged or replaced file would otherwise
+    train every demo on other data, silently. The hash is computed once per file per process."""
+    stat = path.stat()
+    actual = _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
+    if actual != EMBEDDED_SHA256:
+        raise ChecksumError(f"load_mnist: the embedded subset {path} has SHA-256 {actual}, expected "
+                            f"{EMBEDDED_SHA256}; the file is damaged or was replaced: restore it from the "
+                            f"scratchgen repository or reinstall scratchgen")
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256; its size and time are part of the key, so a file replaced meanwhile is hashed again."""
+    return sha256_of(path)
 
 
 # ------------------------------------------------------------------------------------- pixel forms

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy
+
 from scratchgen import backend
 from scratchgen.tensor import Tensor
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList"]
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "array_to_load"]
 
 
 class Parameter(Tensor):
@@ -127,31 +129,28 @@ class Module:
         return state
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Copy arrays (NumPy or CuPy) into this module's parameters and buffers, checking names and shapes.
+        """Copy arrays (NumPy or CuPy) into this module's parameters and buffers, all or nothing.
+
+        Every name, shape and dtype is checked before anything is assigned: a load that fails leaves the
+        module exactly as it was, never half of one state and half of another.
 
         Raises:
             KeyError: with ``strict``, names missing from ``state`` or not in the module.
-            ValueError: an array's shape differs from the parameter's.
+            ValueError: an array's shape differs from the parameter's or buffer's.
+            TypeError: a value is not an array, or its dtype is of another kind (see :func:`array_to_load`).
         """
+        where = f"load_state_dict into {type(self).__name__}"
         targets = dict(self.named_parameters())
         targets.update(self.named_buffers())
         if strict:
             missing = sorted(set(targets) - set(state))
             unexpected = sorted(set(state) - set(targets))
             if missing or unexpected:
-                raise KeyError(
-                    f"load_state_dict into {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
-                )
-        for name, value in state.items():
-            if name not in targets:
-                continue
-            target = targets[name]
-            if tuple(value.shape) != target.shape:
-                raise ValueError(
-                    f"load_state_dict into {type(self).__name__}: {name} has shape {tuple(value.shape)} "
-                    f"in the state dict but {target.shape} in the model"
-                )
-            target.data = backend.asarray(value, dtype=target.dtype).copy()
+                raise KeyError(f"{where}: missing keys {missing}, unexpected keys {unexpected}")
+        arrays = {name: array_to_load(value, targets[name], f"{where}: {name}")
+                  for name, value in state.items() if name in targets}
+        for name, array in arrays.items():  # only now, when every array is known to fit
+            targets[name].data = array
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}({self.extra_repr()}"]
@@ -164,6 +163,32 @@ class Module:
     def extra_repr(self) -> str:
         """The layer's settings, shown by ``repr``; layers override it."""
         return ""
+
+
+def array_to_load(value, target: Tensor, where: str):
+    """A copy of ``value``, a saved array, ready to become ``target``'s data: its shape, its dtype, on the
+    active backend.
+
+    Loading converts precision (a float64 array into float32 weights) but never kind: a float into an
+    integer buffer, or a string into a weight, would change the values themselves, so it is refused.
+
+    Args:
+        value: the saved array (NumPy or CuPy).
+        target: the tensor it will replace.
+        where: what is being loaded, for the messages, e.g. "load_state_dict into MLP: out.weight".
+
+    Raises:
+        TypeError: ``value`` is not an array, or its dtype does not convert to ``target``'s "same_kind".
+        ValueError: the shapes differ.
+    """
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        raise TypeError(f"{where} is a {type(value).__name__}, not an array")
+    if tuple(value.shape) != target.shape:
+        raise ValueError(f"{where} has shape {tuple(value.shape)} in the state dict but {target.shape} in the model")
+    if not numpy.can_cast(value.dtype, target.dtype, casting="same_kind"):
+        raise TypeError(f"{where} is {value.dtype} in the state dict but {target.dtype} in the model; "
+                        f"converting it would change its values, not just their precision")
+    return backend.asarray(value, dtype=target.dtype).copy()
 
 
 class ModuleList(Module):
