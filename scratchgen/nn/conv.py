@@ -10,7 +10,9 @@ parameter shapes and initialisation are PyTorch's, so a state dict moves between
 * both are initialised U(-1/√fan_in, 1/√fan_in), weight and bias alike (Kaiming-uniform with a = √5),
   where fan_in is weight.shape[1]·kh·kw, which for ConvTranspose2d is out_channels·kh·kw, as in PyTorch.
 
-All take images (N, C, H, W). Kernel sizes, strides and paddings are ints or (height, width) pairs.
+All take images (N, C, H, W). Kernel sizes, strides and paddings are ints or (height, width) pairs,
+checked when the layer is built (a stride of 0 or a negative padding is refused there, naming the layer;
+see :mod:`scratchgen.nn._checks`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import math
 from scratchgen import backend
 from scratchgen.nn import functional as F
 from scratchgen.nn import init
+from scratchgen.nn._checks import check_input, flag, int_pair, positive_int
 from scratchgen.nn.module import Module, Parameter
-from scratchgen.ops.conv import pair
 
 __all__ = ["Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "Upsample"]
 
@@ -31,18 +33,31 @@ def _call(layer: Module, function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except ValueError as err:
-        raise ValueError(f"{layer!r}: {err}") from None
+        raise ValueError(f"{layer!r}: {err}") from err
 
 
 class _ConvNd(Module):
-    """What the two convolutions share: PyTorch's initialisation and the description in errors and repr."""
+    """What the two convolutions share: their checked settings, PyTorch's initialisation, the input check
+    and the description in errors and repr."""
+
+    def _init_settings(self, in_channels, out_channels, kernel_size, stride, padding, dilation) -> None:
+        self.in_channels = positive_int(self, "in_channels", in_channels)
+        self.out_channels = positive_int(self, "out_channels", out_channels)
+        self.kernel_size = int_pair(self, "kernel_size", kernel_size, minimum=1)
+        self.stride = int_pair(self, "stride", stride, minimum=1)
+        self.padding = int_pair(self, "padding", padding, minimum=0)
+        self.dilation = int_pair(self, "dilation", dilation, minimum=1)
+
+    def _check_images(self, x) -> None:
+        """x must be (N, C, H, W) of the weight's dtype; the op checks C against the weight."""
+        check_input(self, x, "(N, C, H, W)", ranks=(4,))
 
     def _init_parameters(self, weight_shape, bias: bool) -> None:
         """weight and bias ~ U(-1/√fan_in, 1/√fan_in), fan_in = weight_shape[1]·kh·kw, as in PyTorch."""
         self.weight = Parameter(backend.xp.empty(weight_shape, dtype=backend.DEFAULT_DTYPE))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # the same bound, 1/√fan_in
         self.bias = None
-        if bias:
+        if flag(self, "bias", bias):
             bound = 1 / math.sqrt(weight_shape[1] * weight_shape[2] * weight_shape[3])
             self.bias = Parameter(backend.xp.empty((self.out_channels,), dtype=backend.DEFAULT_DTYPE))
             init.uniform_(self.bias, -bound, bound)
@@ -64,12 +79,11 @@ class Conv2d(_ConvNd):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  bias: bool = True):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
-        self.padding, self.dilation = pair(padding, "padding"), pair(dilation, "dilation")
-        self._init_parameters((out_channels, in_channels) + self.kernel_size, bias)
+        self._init_settings(in_channels, out_channels, kernel_size, stride, padding, dilation)
+        self._init_parameters((self.out_channels, self.in_channels) + self.kernel_size, bias)
 
     def forward(self, x):
+        self._check_images(x)
         return _call(self, F.conv2d, x, self.weight, self.bias, stride=self.stride, padding=self.padding,
                      dilation=self.dilation)
 
@@ -81,15 +95,25 @@ class ConvTranspose2d(_ConvNd):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
                  bias: bool = True, dilation=1):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
-        self.padding, self.output_padding = pair(padding, "padding"), pair(output_padding, "output_padding")
-        self.dilation = pair(dilation, "dilation")
-        self._init_parameters((in_channels, out_channels) + self.kernel_size, bias)
+        self._init_settings(in_channels, out_channels, kernel_size, stride, padding, dilation)
+        self.output_padding = int_pair(self, "output_padding", output_padding, minimum=0)
+        # PyTorch's rule: the extra rows and columns must fall within one step of the stride (or dilation)
+        if any(extra >= max(s, d) for extra, s, d in zip(self.output_padding, self.stride, self.dilation)):
+            raise ValueError(f"{type(self).__name__}: output_padding must be smaller than the stride or the dilation, "
+                             f"got {output_padding!r} with stride {self.stride} and dilation {self.dilation}")
+        self._init_parameters((self.in_channels, self.out_channels) + self.kernel_size, bias)
 
     def forward(self, x):
+        self._check_images(x)
         return _call(self, F.conv_transpose2d, x, self.weight, self.bias, stride=self.stride,
                      padding=self.padding, output_padding=self.output_padding, dilation=self.dilation)
+
+
+def _check_pool_padding(layer: Module) -> None:
+    """A window must overlap the image: padding at most half the (dilated) kernel, as in PyTorch."""
+    dilation = getattr(layer, "dilation", (1, 1))
+    if any(2 * p > d * (k - 1) + 1 for p, k, d in zip(layer.padding, layer.kernel_size, dilation)):
+        raise ValueError(f"{layer!r}: padding {layer.padding} must be at most half the kernel {layer.kernel_size}")
 
 
 class MaxPool2d(Module):
@@ -97,11 +121,14 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
-        self.padding, self.dilation = pair(padding, "padding"), pair(dilation, "dilation")
+        self.kernel_size = int_pair(self, "kernel_size", kernel_size, minimum=1)
+        self.stride = self.kernel_size if stride is None else int_pair(self, "stride", stride, minimum=1)
+        self.padding = int_pair(self, "padding", padding, minimum=0)
+        self.dilation = int_pair(self, "dilation", dilation, minimum=1)
+        _check_pool_padding(self)
 
     def forward(self, x):
+        check_input(self, x, "(N, C, H, W)", ranks=(4,))
         return _call(self, F.max_pool2d, x, self.kernel_size, self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:
@@ -113,11 +140,13 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
-        self.padding = pair(padding, "padding")
+        self.kernel_size = int_pair(self, "kernel_size", kernel_size, minimum=1)
+        self.stride = self.kernel_size if stride is None else int_pair(self, "stride", stride, minimum=1)
+        self.padding = int_pair(self, "padding", padding, minimum=0)
+        _check_pool_padding(self)
 
     def forward(self, x):
+        check_input(self, x, "(N, C, H, W)", ranks=(4,))
         return _call(self, F.avg_pool2d, x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self) -> str:
@@ -131,9 +160,10 @@ class Upsample(Module):
         super().__init__()
         if mode != "nearest":
             raise ValueError(f"Upsample: only mode='nearest' is implemented, got {mode!r}")
-        self.scale_factor, self.mode = pair(scale_factor, "scale_factor"), mode
+        self.scale_factor, self.mode = int_pair(self, "scale_factor", scale_factor, minimum=1), mode
 
     def forward(self, x):
+        check_input(self, x, "(N, C, H, W)", ranks=(4,))
         return _call(self, F.interpolate, x, self.scale_factor, self.mode)
 
     def extra_repr(self) -> str:

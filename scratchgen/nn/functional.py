@@ -5,13 +5,17 @@ losses work on logits, in forms that stay finite for logits of any size:
 
 * log σ(x) = -softplus(-x), and softplus(x) = log(1 + eˣ) is computed as ``logaddexp(x, 0)``;
 * log softmax(x)_i = x_i - logsumexp(x), computed after subtracting max(x).
+
+A loss of an empty batch is an error rather than NaN (the mean of nothing) or 0 (the sum of nothing):
+training on it learns nothing, and it almost always means a batch went missing upstream.
+Settings (strides, paddings, p) are checked as the layers check them, with :mod:`scratchgen.nn._checks`.
 """
 
 from __future__ import annotations
 
 from scratchgen import backend, ops
+from scratchgen.nn._checks import check_dtype, int_pair, real_number
 from scratchgen.ops import conv, pool
-from scratchgen.ops.conv import pair
 from scratchgen.tensor import Tensor
 
 __all__ = [
@@ -69,8 +73,8 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p) ("inverted dropout"), so that
     nothing changes at evaluation time, when the input passes through untouched."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    p = real_number("dropout", "p", p, 0, 1, high_open=True)
+    check_dtype("dropout", x)  # the generator draws float32 and float64 only
     if not training or p == 0:
         return x
     keep = backend.rng().random(x.shape, dtype=x.dtype) >= p
@@ -80,7 +84,11 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 # ---------------------------------------------------------------------------------------- losses
 
 
-def _reduce(loss: Tensor, reduction: str, op: str) -> Tensor:
+def _reduce(loss: Tensor, reduction: str, op: str, input_shape: tuple) -> Tensor:
+    """The loss's mean, sum, or itself ("none"); an empty batch has no mean or sum worth training on."""
+    if reduction in ("mean", "sum") and loss.size == 0:
+        raise ValueError(f"{op}: the input of shape {input_shape} is empty, so there is no loss to "
+                         f"{'average' if reduction == 'mean' else 'sum'}; is the batch empty?")
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -108,7 +116,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target, reduction: str = "m
         reduction: "mean" over all elements (PyTorch's default), "sum", or "none".
     """
     target = _as_target(target, logits, "binary_cross_entropy_with_logits")
-    return _reduce(softplus(logits) - logits * target, reduction, "binary_cross_entropy_with_logits")
+    return _reduce(softplus(logits) - logits * target, reduction, "binary_cross_entropy_with_logits", logits.shape)
 
 
 def cross_entropy(logits: Tensor, labels, reduction: str = "mean") -> Tensor:
@@ -130,14 +138,14 @@ def cross_entropy(logits: Tensor, labels, reduction: str = "mean") -> Tensor:
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise ValueError(f"cross_entropy: labels must lie in [0, {classes}), got values from {int(labels.min())} to {int(labels.max())}")
     nll = -(log_softmax(logits, axis=1) * Tensor(one_hot)).sum(axis=1)
-    return _reduce(nll, reduction, "cross_entropy")
+    return _reduce(nll, reduction, "cross_entropy", logits.shape)
 
 
 def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
     """Mean squared error (x - y)², averaged over all elements by default."""
     target = _as_target(target, input, "mse_loss")
     diff = input - target
-    return _reduce(diff * diff, reduction, "mse_loss")
+    return _reduce(diff * diff, reduction, "mse_loss", input.shape)
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor, reduction: str = "none") -> Tensor:
@@ -155,7 +163,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, reduction: str = "none") -> Tensor:
         raise ValueError(f"gaussian_kl: mu {mu.shape} and logvar {logvar.shape} must have the same shape")
     terms = 0.5 * (mu * mu + logvar.exp() - 1.0 - logvar)
     per_example = terms.sum(axis=tuple(range(1, mu.ndim))) if mu.ndim > 1 else terms
-    return _reduce(per_example, reduction, "gaussian_kl")
+    return _reduce(per_example, reduction, "gaussian_kl", mu.shape)
 
 
 # ------------------------------------------------------------------- convolution, pooling, normalisation
@@ -175,8 +183,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         ValueError: x is not 4-D, its channels differ from the weight's, or the kernel is larger than the
             padded input.
     """
-    return conv.conv2d(x, weight, bias, stride=pair(stride, "stride"), padding=pair(padding, "padding"),
-                       dilation=pair(dilation, "dilation"))
+    return conv.conv2d(x, weight, bias, stride=int_pair("conv2d", "stride", stride, minimum=1),
+                       padding=int_pair("conv2d", "padding", padding, minimum=0),
+                       dilation=int_pair("conv2d", "dilation", dilation, minimum=1))
 
 
 def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
@@ -190,24 +199,26 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     Returns:
         (N, C_out, OH, OW) with OH = (H-1)·stride - 2·padding + dilation·(kh-1) + output_padding + 1.
     """
-    return conv.conv_transpose2d(x, weight, bias, stride=pair(stride, "stride"), padding=pair(padding, "padding"),
-                                 output_padding=pair(output_padding, "output_padding"),
-                                 dilation=pair(dilation, "dilation"))
+    return conv.conv_transpose2d(x, weight, bias, stride=int_pair("conv_transpose2d", "stride", stride, minimum=1),
+                                 padding=int_pair("conv_transpose2d", "padding", padding, minimum=0),
+                                 output_padding=int_pair("conv_transpose2d", "output_padding", output_padding,
+                                                         minimum=0),
+                                 dilation=int_pair("conv_transpose2d", "dilation", dilation, minimum=1))
 
 
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1) -> Tensor:
     """The maximum of each kernel_size window (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size."""
-    kernel_size = pair(kernel_size, "kernel_size")
-    stride = kernel_size if stride is None else pair(stride, "stride")
-    return pool.max_pool2d(x, kernel_size, stride, padding=pair(padding, "padding"),
-                           dilation=pair(dilation, "dilation"))
+    kernel_size = int_pair("max_pool2d", "kernel_size", kernel_size, minimum=1)
+    stride = kernel_size if stride is None else int_pair("max_pool2d", "stride", stride, minimum=1)
+    return pool.max_pool2d(x, kernel_size, stride, padding=int_pair("max_pool2d", "padding", padding, minimum=0),
+                           dilation=int_pair("max_pool2d", "dilation", dilation, minimum=1))
 
 
 def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     """The mean of each kernel_size window, padding zeros included; stride defaults to kernel_size."""
-    kernel_size = pair(kernel_size, "kernel_size")
-    stride = kernel_size if stride is None else pair(stride, "stride")
-    return pool.avg_pool2d(x, kernel_size, stride, padding=pair(padding, "padding"))
+    kernel_size = int_pair("avg_pool2d", "kernel_size", kernel_size, minimum=1)
+    stride = kernel_size if stride is None else int_pair("avg_pool2d", "stride", stride, minimum=1)
+    return pool.avg_pool2d(x, kernel_size, stride, padding=int_pair("avg_pool2d", "padding", padding, minimum=0))
 
 
 def interpolate(x: Tensor, scale_factor, mode: str = "nearest") -> Tensor:
@@ -217,9 +228,7 @@ def interpolate(x: Tensor, scale_factor, mode: str = "nearest") -> Tensor:
     """
     if mode != "nearest":
         raise ValueError(f"interpolate: only mode='nearest' is implemented, got {mode!r}")
-    scale = pair(scale_factor, "scale_factor")
-    if min(scale) < 1:
-        raise ValueError(f"interpolate: scale_factor must be a positive integer (or pair), got {scale_factor!r}")
+    scale = int_pair("interpolate", "scale_factor", scale_factor, minimum=1)
     return ops.UpsampleNearest2d.apply(x, scale_factor=scale)
 
 

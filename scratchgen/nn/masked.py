@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from scratchgen import backend
 from scratchgen.nn import functional as F
-from scratchgen.nn.conv import Conv2d
+from scratchgen.nn._checks import int_pair
+from scratchgen.nn.conv import Conv2d, _call
 from scratchgen.nn.layers import Linear
-from scratchgen.ops.conv import pair
 
 __all__ = ["MaskedLinear", "MaskedConv2d", "conv_mask"]
 
@@ -72,9 +72,7 @@ class MaskedLinear(Linear):
         self.register_buffer("mask", mask)
 
     def forward(self, x):
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"MaskedLinear({self.in_features}, {self.out_features}): input of shape {x.shape} "
-                             f"has {x.shape[-1]} features in its last axis, expected {self.in_features}")
+        self._check_features(x)
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
@@ -117,21 +115,23 @@ class MaskedConv2d(Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, mask_type: str = "B", padding=None,
                  bias: bool = True, stride=1, dilation=1):
-        kh, kw = pair(kernel_size, "kernel_size")
-        dh, dw = pair(dilation, "dilation")
+        kh, kw = int_pair(self, "kernel_size", kernel_size, minimum=1)
+        dh, dw = int_pair(self, "dilation", dilation, minimum=1)
         if padding is None:
             padding = (dh * (kh // 2), dw * (kw // 2))
         super().__init__(in_channels, out_channels, (kh, kw), stride=stride, padding=padding, dilation=dilation,
                          bias=bias)
         self.mask_type = mask_type
-        self.register_buffer("mask", conv_mask(mask_type, self.kernel_size, out_channels, in_channels))
+        try:
+            mask = conv_mask(mask_type, self.kernel_size, self.out_channels, self.in_channels)
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}: {err}") from err
+        self.register_buffer("mask", mask)
 
     def forward(self, x):
-        try:
-            return F.conv2d(x, self.weight * self.mask, self.bias, stride=self.stride, padding=self.padding,
-                            dilation=self.dilation)
-        except ValueError as err:
-            raise ValueError(f"{self!r}: {err}") from None
+        self._check_images(x)
+        return _call(self, F.conv2d, x, self.weight * self.mask, self.bias, stride=self.stride,
+                     padding=self.padding, dilation=self.dilation)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mask_type={self.mask_type!r}"

@@ -16,6 +16,7 @@ import numpy
 
 from scratchgen import backend
 from scratchgen.nn import functional as F
+from scratchgen.nn._checks import check_input, flag, positive_int, real_number
 from scratchgen.nn.module import Module, Parameter
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
@@ -30,9 +31,12 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True):
         super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        xp, dtype = backend.xp, backend.DEFAULT_DTYPE
+        self.num_features = positive_int(self, "num_features", num_features)
+        self.eps = real_number(self, "eps", eps, 0, low_open=True)
+        self.momentum = None if momentum is None else real_number(self, "momentum", momentum, 0, 1)
+        self.affine = flag(self, "affine", affine)
+        self.track_running_stats = flag(self, "track_running_stats", track_running_stats)
+        num_features, xp, dtype = self.num_features, backend.xp, backend.DEFAULT_DTYPE
         self.weight = Parameter(xp.ones((num_features,), dtype=dtype)) if affine else None
         self.bias = Parameter(xp.zeros((num_features,), dtype=dtype)) if affine else None
         if track_running_stats:
@@ -43,9 +47,10 @@ class _BatchNorm(Module):
             self.running_mean = self.running_var = None
 
     def forward(self, x):
-        if x.ndim not in self.input_dims or x.shape[1] != self.num_features:
-            raise ValueError(f"{self!r}: expected an input {self.input_layout} with C = {self.num_features}, "
-                             f"got shape {x.shape}")
+        layout = f"{self.input_layout} with C = {self.num_features}"
+        check_input(self, x, layout, ranks=self.input_dims)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{self!r}: expected an input {layout}, got shape {x.shape}")
         use_batch_statistics = self.training or not self.track_running_stats
         momentum = self.momentum
         if self.training and self.track_running_stats:
@@ -57,7 +62,7 @@ class _BatchNorm(Module):
             return F.batch_norm(x, *running, self.weight, self.bias, training=use_batch_statistics,
                                 momentum=momentum if momentum is not None else 0.0, eps=self.eps)
         except ValueError as err:
-            raise ValueError(f"{self!r}: {err}") from None
+            raise ValueError(f"{self!r}: {err}") from err
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
