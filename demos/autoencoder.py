@@ -35,6 +35,7 @@ from scratchgen.models.autoencoder import (
 )
 from scratchgen.models.baselines import PCA, linear_probe_accuracy, reconstruction_errors
 from scratchgen.tensor import Tensor
+from scratchgen.train import check_finite
 
 # Epochs when --epochs is not given: the dense networks' steps are cheap but they learn more slowly.
 DEFAULT_EPOCHS = {"conv": 30, "dense": 60, "deep": 60, "denoising": 30}
@@ -69,16 +70,19 @@ def main(argv=None) -> dict:
                                     batch_size=64, lr=1e-3)
     parser.set_defaults(epochs=None)
     parser.add_argument("--model", choices=tuple(DEFAULT_EPOCHS), default="conv", help="which autoencoder")
-    parser.add_argument("--code-size", type=int, default=32, help="numbers in the code z")
+    parser.add_argument("--code-size", type=experiment.positive_int, default=32, help="numbers in the code z")
     parser.add_argument("--loss", choices=("bce", "mse"), default="bce",
                         help="training loss: per-pixel binary cross-entropy from logits, or squared error")
     parser.add_argument("--noise", choices=NOISE_KINDS, default="gaussian",
                         help="corruption for the denoising model and the denoising picture")
-    parser.add_argument("--noise-level", type=float, default=0.3,
+    parser.add_argument("--noise-level", type=experiment.non_negative_float, default=0.3,
                         help="Gaussian noise's standard deviation, or the share of pixels masked")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
+    parser.add_argument("--limit", type=experiment.positive_int, default=None, metavar="N",
                         help="use only the first N training and N test images (quick checks)")
     args = parser.parse_args(argv)
+    if args.noise == "masking" and args.noise_level > 1:
+        parser.error(f"--noise-level is the share of pixels masked with --noise masking: at most 1, "
+                     f"got {args.noise_level}")
     if args.epochs is None:  # the shared flag, with a default that depends on the model
         args.epochs = DEFAULT_EPOCHS[args.model]
     run = experiment.Run(args, name="autoencoder")
@@ -93,20 +97,22 @@ def main(argv=None) -> dict:
     opt = optim.Adam(model.parameters(), lr=args.lr)
     start = run.resume(model=model, optimizer=opt, loader=loader)
 
-    for epoch in range(start, args.epochs + 1):
-        model.train()
-        total, seen = 0.0, 0
-        bar = run.progress(loader, epoch)
-        for (x,) in bar:
-            opt.zero_grad()
-            loss = reconstruction_loss(model(x), x, args.loss)  # a denoising model corrupts x itself
-            loss.backward()
-            opt.step()
-            total, seen = total + loss.item() * len(x), seen + len(x)
-            bar.set(loss=total / seen)
-        test = reconstruction_errors(reconstruct_all(model, x_test), x_test)
-        run.log_epoch(epoch, train_loss=total / seen, test_bce=test["bce"], test_mse=test["mse"])
-        run.save_checkpoint(epoch)
+    with run.training():
+        for epoch in range(start, args.epochs + 1):
+            model.train()
+            total, seen = 0.0, 0
+            bar = run.progress(loader, epoch)
+            for step, (x,) in enumerate(bar, start=1):
+                opt.zero_grad()
+                loss = reconstruction_loss(model(x), x, args.loss)  # a denoising model corrupts x itself
+                value = check_finite(loss, epoch=epoch, step=step)
+                loss.backward()
+                opt.step()
+                total, seen = total + value * len(x), seen + len(x)
+                bar.set(loss=total / seen)
+            test = reconstruction_errors(reconstruct_all(model, x_test), x_test)
+            run.log_epoch(epoch, train_loss=total / seen, test_bce=test["bce"], test_mse=test["mse"])
+            run.save_checkpoint(epoch)
 
     # The yardstick: PCA with as many components as the code has numbers, on the same split.
     pca = PCA(args.code_size).fit(x_train)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from scratchgen import experiment, nn, no_grad, optim, plot
 from scratchgen.data import DataLoader, load_mnist, to_float
 from scratchgen.models.classifier import MLPClassifier, predict_proba
+from scratchgen.train import check_finite
 
 
 def build_model(name: str) -> nn.Module:
@@ -39,20 +40,22 @@ def main(argv=None) -> dict:
     opt = optim.Adam(model.parameters(), lr=args.lr)
     start = run.resume(model=model, optimizer=opt, loader=loader)
 
-    for epoch in range(start, args.epochs + 1):
-        model.train()
-        total, seen = 0.0, 0
-        bar = run.progress(loader, epoch)
-        for x, y in bar:
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            total, seen = total + loss.item() * len(x), seen + len(x)
-            bar.set(loss=total / seen)
-        test_accuracy = float((predict_proba(model, x_test).argmax(axis=1) == y_test).mean())
-        run.log_epoch(epoch, train_loss=total / seen, test_accuracy=test_accuracy)
-        run.save_checkpoint(epoch)
+    with run.training():
+        for epoch in range(start, args.epochs + 1):
+            model.train()
+            total, seen = 0.0, 0
+            bar = run.progress(loader, epoch)
+            for step, (x, y) in enumerate(bar, start=1):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                value = check_finite(loss, epoch=epoch, step=step)
+                loss.backward()
+                opt.step()
+                total, seen = total + value * len(x), seen + len(x)
+                bar.set(loss=total / seen)
+            test_accuracy = float((predict_proba(model, x_test).argmax(axis=1) == y_test).mean())
+            run.log_epoch(epoch, train_loss=total / seen, test_accuracy=test_accuracy)
+            run.save_checkpoint(epoch)
 
     plot.loss_curves(run.history, run.path("learning_curve.png"), title=f"{args.model} on {args.dataset} MNIST")
     with no_grad():

@@ -39,6 +39,7 @@ from scratchgen.data import DataLoader, grid25_mixture, load_mnist, ring8_mixtur
 from scratchgen.models.gan import (
     GENERATOR_LOSSES, DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator,
 )
+from scratchgen.train import check_finite
 
 # The configuration of each dataset; any of them can be overridden on the command line.
 DEFAULTS = {
@@ -80,8 +81,9 @@ CURVE_EVERY = 100  # iterations averaged into one point of the loss curves
 def parse_args(argv=None):
     parser = experiment.demo_parser(__doc__.splitlines()[0], dataset="ring8", datasets=tuple(DEFAULTS),
                                     epochs=None, batch_size=None, lr=None)
-    parser.add_argument("--iterations-per-epoch", type=int, default=None, help="iterations between checkpoints")
-    parser.add_argument("--k", type=int, default=None,
+    parser.add_argument("--iterations-per-epoch", type=experiment.positive_int, default=None,
+                        help="iterations between checkpoints")
+    parser.add_argument("--k", type=experiment.positive_int, default=None,
                         help="discriminator (critic) steps per iteration; 1, or 5 (n_critic) with --loss wgan-gp")
     parser.add_argument("--loss", choices=GENERATOR_LOSSES, default="non_saturating",
                         help="the game: the generator's loss of Goodfellow et al. (non_saturating or saturating), or "
@@ -96,18 +98,22 @@ def parse_args(argv=None):
                              "regularisation: 1, or the dataset's default")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
                         help="Adam (betas = --beta1, --beta2) or SGD with momentum (= --beta1), for both players")
-    parser.add_argument("--beta1", type=float, default=None, help="Adam's beta1, or SGD's momentum: 0.5")
-    parser.add_argument("--beta2", type=float, default=None, help="Adam's beta2: 0.999, or 0.9 with --loss wgan-gp")
-    parser.add_argument("--decay-from", type=float, default=None,
+    parser.add_argument("--beta1", type=experiment.fraction_below_one, default=None,
+                        help="Adam's beta1, or SGD's momentum: 0.5")
+    parser.add_argument("--beta2", type=experiment.fraction_below_one, default=None,
+                        help="Adam's beta2: 0.999, or 0.9 with --loss wgan-gp")
+    parser.add_argument("--decay-from", type=experiment.fraction, default=None,
                         help="fraction of training after which the learning rate falls linearly to 0 (1: never); "
                              "the schedule follows --epochs, so resuming with more epochs changes it")
-    parser.add_argument("--packing", type=int, default=None, help="samples the discriminator judges at once (PacGAN)")
-    parser.add_argument("--latent-dim", type=int, default=None, help="dimension of the noise z")
+    parser.add_argument("--packing", type=experiment.positive_int, default=None,
+                        help="samples the discriminator judges at once (PacGAN)")
+    parser.add_argument("--latent-dim", type=experiment.positive_int, default=None, help="dimension of the noise z")
     parser.add_argument("--model", choices=("dcgan", "dense"), default="dcgan", help="networks for MNIST")
     parser.add_argument("--mnist-source", choices=("embedded", "mnist", "fashion_mnist"), default="embedded",
                         help="images for --dataset mnist (see scratchgen.data.load_mnist)")
-    parser.add_argument("--eval-samples", type=int, default=None, help="samples the final metrics judge")
-    parser.add_argument("--judge-epochs", type=int, default=metrics.JUDGE_EPOCHS,
+    parser.add_argument("--eval-samples", type=experiment.positive_int, default=None,
+                        help="samples the final metrics judge")
+    parser.add_argument("--judge-epochs", type=experiment.positive_int, default=metrics.JUDGE_EPOCHS,
                         help="epochs the MNIST judge (a ConvClassifier) trains for; the Inception Score depends on it")
     tables = {**{f"{game} on {dataset}": table for (game, dataset), table in GAME_DATASET_DEFAULTS.items()},
               **LOSS_DEFAULTS, **DEFAULTS}
@@ -115,7 +121,7 @@ def parse_args(argv=None):
                      "dataset's: " + "; ".join(f"{name}: " + ", ".join(f"{key}={value}" for key, value in table.items())
                                                for name, table in tables.items()))
     # A testing aid, hidden from --help: train the MNIST judge on this many images only.
-    parser.add_argument("--judge-subset", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--judge-subset", type=experiment.positive_int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # Refused here, before defaults are filled in, so that the message names the flag the user gave.
     if args.loss == "wgan-gp" and args.r1:
@@ -130,6 +136,9 @@ def parse_args(argv=None):
                         **GAME_DATASET_DEFAULTS.get((args.loss, args.dataset), {})}.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.batch_size % args.packing:
+        parser.error(f"--packing {args.packing} must divide --batch-size {args.batch_size}: the discriminator "
+                     f"judges the batch in packs of {args.packing}")
     if not args.r1:
         args.r1_every = 1  # without R1 its interval means nothing: record what the trainer uses
     return args
@@ -167,7 +176,8 @@ def learning_rate(args, iteration: int, total: int) -> float:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    run = experiment.Run(args, name=f"gan_{args.dataset}")
+    # The final evaluation's flags may change on --resume; every other one defines the game or the data.
+    run = experiment.Run(args, name=f"gan_{args.dataset}", may_change=("eval_samples", "judge_epochs", "judge_subset"))
     trainer = build(args)
     mixture = MIXTURES[args.dataset]() if args.dataset in MIXTURES else None
     if mixture is not None:
@@ -177,8 +187,8 @@ def main(argv=None) -> dict:
         images, _ = load_mnist(args.mnist_source, "train")
         loader = DataLoader(to_float(images)[:, None] * 2 - 1, batch_size=args.batch_size, shuffle=True,
                             seed=args.seed, drop_last=True)  # (N, 1, 28, 28) in [-1, 1], the range of G's tanh
-        batches = endless(loader)
-        real_batch = lambda: next(batches)  # noqa: E731
+        batches = loader.endless()  # refused at once if an epoch holds no batch (a batch larger than the data)
+        real_batch = lambda: next(batches)[0]  # noqa: E731
     # Fixed codes for the pictures through training, from their own generator: the training stream is untouched.
     fixed_noise = tensor(np.random.default_rng(args.seed).standard_normal(
         (500 if mixture is not None else 20, args.latent_dim), dtype=np.float32))
@@ -187,14 +197,16 @@ def main(argv=None) -> dict:
     run.state.setdefault("curves", {"epoch": []})
 
     total = args.epochs * args.iterations_per_epoch
-    for epoch in range(start, args.epochs + 1):
-        summary = train_epoch(args, run, trainer, real_batch, total, epoch)
-        if mixture is not None:
-            summary.update(metrics.mode_coverage(trainer.sample(args.eval_samples), mixture))
-        if epoch in snapshot_epochs(args.epochs):
-            run.state["snapshots"].append([trainer.iteration, trainer.sample(len(fixed_noise), noise=fixed_noise).numpy()])
-        run.log_epoch(epoch, **summary)
-        run.save_checkpoint(epoch)
+    with run.training():
+        for epoch in range(start, args.epochs + 1):
+            summary = train_epoch(args, run, trainer, real_batch, total, epoch)
+            if mixture is not None:
+                summary.update(metrics.mode_coverage(trainer.sample(args.eval_samples), mixture))
+            if epoch in snapshot_epochs(args.epochs):
+                run.state["snapshots"].append([trainer.iteration,
+                                               trainer.sample(len(fixed_noise), noise=fixed_noise).numpy()])
+            run.log_epoch(epoch, **summary)
+            run.save_checkpoint(epoch)
 
     samples = trainer.sample(args.eval_samples)
     final = {"iterations": trainer.iteration}
@@ -224,12 +236,16 @@ def plot_curves(args, run, curves: dict) -> None:
 
 def train_epoch(args, run, trainer, real_batch, total: int, epoch: int) -> dict:
     """--iterations-per-epoch iterations of Algorithm 1; adds a point to the curves every CURVE_EVERY
-    iterations and returns the epoch's mean statistics."""
+    iterations and returns the epoch's mean statistics. Raises Diverged at the first iteration where
+    either player's loss is NaN or infinite."""
     window, points = [], []
-    for _ in run.progress(range(args.iterations_per_epoch), epoch):
+    for step in run.progress(range(1, args.iterations_per_epoch + 1), epoch):
         lr = learning_rate(args, trainer.iteration, total)
         trainer.generator_optimizer.lr = trainer.discriminator_optimizer.lr = lr
-        window.append(trainer.train_iteration(real_batch))
+        stats = trainer.train_iteration(real_batch)
+        check_finite(stats["d_loss"], epoch=epoch, step=step, name="D's loss")
+        check_finite(stats["g_loss"], epoch=epoch, step=step, name="G's loss")
+        window.append(stats)
         if len(window) == CURVE_EVERY or trainer.iteration % args.iterations_per_epoch == 0:
             means = mean_stats(window)
             record(run.state["curves"], trainer.iteration, means)
@@ -269,13 +285,6 @@ def report_mnist(args, run, samples) -> dict:
     plot.samples_over_training(run.state["snapshots"], run.path("samples_over_training.png"), label="iteration",
                                value_range=(-1, 1))
     return result
-
-
-def endless(loader):
-    """The loader's batches, epoch after epoch, without end (one tensor each)."""
-    while True:
-        for (x,) in loader:
-            yield x
 
 
 def mean_stats(window) -> dict:

@@ -38,6 +38,7 @@ from scratchgen import backend, data, experiment, no_grad, optim, plot, tensor
 from scratchgen.checkpoint import atomic_write
 from scratchgen.data import DataLoader, binarize, load_mnist
 from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
+from scratchgen.train import check_finite
 
 IMAGE_DATASETS = ("embedded", "mnist", "fashion_mnist")
 TOYS = {  # name: (sampler, its exact mixture if it has one)
@@ -51,18 +52,22 @@ TOYS = {  # name: (sampler, its exact mixture if it has one)
 def parse_args(argv=None):
     parser = experiment.demo_parser(__doc__.splitlines()[0], datasets=IMAGE_DATASETS + tuple(TOYS),
                                     epochs=60, batch_size=100, lr=1e-3)
-    parser.add_argument("--hidden", type=int, nargs="+", default=None,
+    parser.add_argument("--hidden", type=experiment.positive_int, nargs="+", default=None,
                         help="hidden layer sizes (default: 500 for images, 128 128 for toys)")
     parser.add_argument("--ordering", choices=("natural", "random"), default="natural",
                         help="input ordering of the first mask set (natural: raster order)")
-    parser.add_argument("--num-masks", type=int, default=1, help="mask sets to cycle through in training "
-                        "(connectivity-agnostic) and to average over at test time")
-    parser.add_argument("--resample-every", type=int, default=1, help="steps between mask changes")
+    parser.add_argument("--num-masks", type=experiment.positive_int, default=1, help="mask sets to cycle through "
+                        "in training (connectivity-agnostic) and to average over at test time")
+    parser.add_argument("--resample-every", type=experiment.positive_int, default=1, help="steps between mask changes")
     parser.add_argument("--order-agnostic", action="store_true", help="a new random ordering with every mask set")
-    parser.add_argument("--components", type=int, default=10, help="Gaussians per conditional (toys)")
-    parser.add_argument("--samples", type=int, default=64, help="images in samples.png (toys: 2,000 points)")
-    parser.add_argument("--fvsbn-epochs", type=int, default=20, help="epochs of the FVSBN baseline (0: skip it)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N training and test examples")
+    parser.add_argument("--components", type=experiment.positive_int, default=10,
+                        help="Gaussians per conditional (toys)")
+    parser.add_argument("--samples", type=experiment.positive_int, default=64,
+                        help="images in samples.png (toys: 2,000 points)")
+    parser.add_argument("--fvsbn-epochs", type=experiment.non_negative_int, default=20,
+                        help="epochs of the FVSBN baseline (0: skip it)")
+    parser.add_argument("--limit", type=experiment.positive_int, default=None,
+                        help="use only the first N training and test examples")
     return parser.parse_args(argv)
 
 
@@ -94,20 +99,22 @@ def train(model, train_x, run, args, evaluate) -> None:
     loader = DataLoader(train_x, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     opt = optim.Adam(model.parameters(), lr=args.lr)
     start = run.resume(model=model, optimizer=opt, loader=loader)
-    for epoch in range(start, args.epochs + 1):
-        total, seen = 0.0, 0
-        bar = run.progress(loader, epoch)
-        for step, (x,) in enumerate(bar, start=(epoch - 1) * len(loader) + 1):
-            opt.zero_grad()
-            loss = -model.log_prob(x).mean()
-            loss.backward()
-            opt.step()
-            if step % args.resample_every == 0:
-                model.next_masks()
-            total, seen = total + loss.item() * len(x), seen + len(x)
-            bar.set(nll=total / seen)
-        run.log_epoch(epoch, train_nll_nats=total / seen, **evaluate())
-        run.save_checkpoint(epoch)
+    with run.training():
+        for epoch in range(start, args.epochs + 1):
+            total, seen = 0.0, 0
+            bar = run.progress(loader, epoch)
+            for step, (x,) in enumerate(bar, start=1):
+                opt.zero_grad()
+                loss = -model.log_prob(x).mean()
+                value = check_finite(loss, epoch=epoch, step=step)
+                loss.backward()
+                opt.step()
+                if ((epoch - 1) * len(loader) + step) % args.resample_every == 0:  # steps counted over the run
+                    model.next_masks()
+                total, seen = total + value * len(x), seen + len(x)
+                bar.set(nll=total / seen)
+            run.log_epoch(epoch, train_nll_nats=total / seen, **evaluate())
+            run.save_checkpoint(epoch)
 
 
 def images(args, run) -> dict:
@@ -144,10 +151,12 @@ def images(args, run) -> dict:
         fvsbn = FVSBN(dims).fit_marginals(train_x)
         opt = optim.Adam(fvsbn.parameters(), lr=1e-2)
         loader = DataLoader(train_x, batch_size=args.batch_size, shuffle=True, seed=args.seed)
-        for _ in range(args.fvsbn_epochs):
-            for (x,) in loader:
+        for epoch in range(1, args.fvsbn_epochs + 1):
+            for step, (x,) in enumerate(loader, start=1):
                 opt.zero_grad()
-                (-fvsbn.log_prob(x).mean()).backward()
+                loss = -fvsbn.log_prob(x).mean()
+                check_finite(loss, epoch=epoch, step=step, name="the FVSBN baseline's loss")
+                loss.backward()
                 opt.step()
         final["fvsbn_test_nll_nats"] = negative_log_likelihood(fvsbn, test_x)
         final["fvsbn_wall_time_s"] = time.perf_counter() - began
@@ -234,7 +243,8 @@ def _histogram_log_density(sampler, bounds, seed, grid_size: int = 150, n: int =
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    run = experiment.Run(args, name="made")
+    # --samples and --fvsbn-epochs change only the pictures and the baseline after training.
+    run = experiment.Run(args, name="made", may_change=("samples", "fvsbn_epochs"))
     return toy(args, run) if args.dataset in TOYS else images(args, run)
 
 

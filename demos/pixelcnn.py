@@ -26,16 +26,20 @@ import numpy as np
 from scratchgen import experiment, no_grad, optim, plot, tensor
 from scratchgen.data import DataLoader, binarize, load_mnist
 from scratchgen.models import PixelCNN, bits_per_dim
+from scratchgen.train import check_finite
 
 
 def parse_args(argv=None):
     parser = experiment.demo_parser(__doc__.splitlines()[0], datasets=("embedded", "mnist", "fashion_mnist"),
                                     epochs=15, batch_size=64, lr=1e-3)
-    parser.add_argument("--channels", type=int, default=32, help="feature maps per hidden layer")
-    parser.add_argument("--layers", type=int, default=5, help="residual type-B masked conv layers")
-    parser.add_argument("--samples", type=int, default=36, help="images in samples.png")
-    parser.add_argument("--completions", type=int, default=8, help="test digits to complete (3 completions each)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N training and test images")
+    parser.add_argument("--channels", type=experiment.positive_int, default=32, help="feature maps per hidden layer")
+    parser.add_argument("--layers", type=experiment.non_negative_int, default=5,
+                        help="residual type-B masked conv layers")
+    parser.add_argument("--samples", type=experiment.positive_int, default=36, help="images in samples.png")
+    parser.add_argument("--completions", type=experiment.positive_int, default=8,
+                        help="test digits to complete (3 completions each)")
+    parser.add_argument("--limit", type=experiment.positive_int, default=None,
+                        help="use only the first N training and test images")
     return parser.parse_args(argv)
 
 
@@ -50,7 +54,7 @@ def negative_log_likelihood(model, images, batch_size: int = 100) -> float:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    run = experiment.Run(args, name="pixelcnn")
+    run = experiment.Run(args, name="pixelcnn", may_change=("samples", "completions"))  # the pictures only
     train_x = binarize(load_mnist(args.dataset, "train")[0][:args.limit, None])  # (N, 1, 28, 28) of 0/1
     test_x = binarize(load_mnist(args.dataset, "test")[0][:args.limit, None])
     dims = train_x[0].size
@@ -59,20 +63,22 @@ def main(argv=None) -> dict:
     opt = optim.Adam(model.parameters(), lr=args.lr)
     loader = DataLoader(train_x, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     start = run.resume(model=model, optimizer=opt, loader=loader)
-    for epoch in range(start, args.epochs + 1):
-        total, seen = 0.0, 0
-        bar = run.progress(loader, epoch)
-        for (x,) in bar:
-            opt.zero_grad()
-            loss = -model.log_prob(x).mean()
-            loss.backward()
-            opt.step()
-            total, seen = total + loss.item() * len(x), seen + len(x)
-            bar.set(nll=total / seen)
-        test_nll = negative_log_likelihood(model, test_x)
-        run.log_epoch(epoch, train_nll_nats=total / seen, test_nll_nats=test_nll,
-                      bits_per_dim=bits_per_dim(test_nll, dims))
-        run.save_checkpoint(epoch)
+    with run.training():
+        for epoch in range(start, args.epochs + 1):
+            total, seen = 0.0, 0
+            bar = run.progress(loader, epoch)
+            for step, (x,) in enumerate(bar, start=1):
+                opt.zero_grad()
+                loss = -model.log_prob(x).mean()
+                value = check_finite(loss, epoch=epoch, step=step)
+                loss.backward()
+                opt.step()
+                total, seen = total + value * len(x), seen + len(x)
+                bar.set(nll=total / seen)
+            test_nll = negative_log_likelihood(model, test_x)
+            run.log_epoch(epoch, train_nll_nats=total / seen, test_nll_nats=test_nll,
+                          bits_per_dim=bits_per_dim(test_nll, dims))
+            run.save_checkpoint(epoch)
     final = {name: value for name, value in run.history.last.items() if name != "epoch"}
     final["train_wall_time_s"] = run.elapsed
 

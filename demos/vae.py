@@ -27,6 +27,7 @@ import numpy as np
 from scratchgen import experiment, no_grad, optim, plot, tensor
 from scratchgen.data import DataLoader, binarize, load_mnist, to_float
 from scratchgen.models.vae import ConvVAE, DenseVAE, evaluate, importance_sampled_nll
+from scratchgen.train import check_finite
 
 
 def load_images(dataset: str, split: str, likelihood: str, limit: int | None):
@@ -67,15 +68,19 @@ def main(argv=None) -> dict:
     parser = experiment.demo_parser(__doc__.splitlines()[0], datasets=("embedded", "mnist", "fashion_mnist"),
                                     epochs=40, batch_size=100, lr=1e-3)
     parser.add_argument("--model", choices=("dense", "conv"), default="dense", help="encoder and decoder networks")
-    parser.add_argument("--latent-dim", type=int, default=20, help="size of the code z")
-    parser.add_argument("--hidden", type=int, default=None, help="hidden width (default 400 dense, 256 conv)")
+    parser.add_argument("--latent-dim", type=experiment.positive_int, default=20, help="size of the code z")
+    parser.add_argument("--hidden", type=experiment.positive_int, default=None,
+                        help="hidden width (default 400 dense, 256 conv)")
     parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli",
                         help="decoder: Bernoulli on pixels binarised at 127, or Gaussian on grey levels")
-    parser.add_argument("--k", type=int, default=500, help="importance samples per image for the test NLL")
-    parser.add_argument("--iwae-k", type=int, default=1, help="train on the k-sample bound (1: the ELBO)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N training and test images")
+    parser.add_argument("--k", type=experiment.positive_int, default=500,
+                        help="importance samples per image for the test NLL")
+    parser.add_argument("--iwae-k", type=experiment.positive_int, default=1,
+                        help="train on the k-sample bound (1: the ELBO)")
+    parser.add_argument("--limit", type=experiment.positive_int, default=None,
+                        help="use only the first N training and test images")
     args = parser.parse_args(argv)
-    run = experiment.Run(args, name="vae")
+    run = experiment.Run(args, name="vae", may_change=("k",))  # --k only changes the final evaluation
 
     x_train, _ = load_images(args.dataset, "train", args.likelihood, args.limit)
     x_test, y_test = load_images(args.dataset, "test", args.likelihood, args.limit)
@@ -85,25 +90,27 @@ def main(argv=None) -> dict:
     run.state.setdefault("train_seconds", 0.0)  # time in the training steps alone, across resumptions
     start = run.resume(model=model, optimizer=opt, loader=loader)
 
-    for epoch in range(start, args.epochs + 1):
-        model.train()
-        total, seen, began = 0.0, 0, time.perf_counter()
-        bar = run.progress(loader, epoch)
-        for (x,) in bar:
-            opt.zero_grad()
-            if args.iwae_k == 1:
-                loss = model.loss(x).loss
-            else:
-                loss = -model.iwae_bound(x, args.iwae_k).mean()
-            loss.backward()
-            opt.step()
-            total, seen = total + loss.item() * len(x), seen + len(x)
-            bar.set(loss=total / seen)
-        run.state["train_seconds"] += time.perf_counter() - began
-        test = evaluate(model, x_test)
-        run.log_epoch(epoch, train_loss=total / seen, test_neg_elbo=test["neg_elbo"], test_rec=test["rec"],
-                      test_kl=test["kl"])
-        run.save_checkpoint(epoch)
+    with run.training():
+        for epoch in range(start, args.epochs + 1):
+            model.train()
+            total, seen, began = 0.0, 0, time.perf_counter()
+            bar = run.progress(loader, epoch)
+            for step, (x,) in enumerate(bar, start=1):
+                opt.zero_grad()
+                if args.iwae_k == 1:
+                    loss = model.loss(x).loss
+                else:
+                    loss = -model.iwae_bound(x, args.iwae_k).mean()
+                value = check_finite(loss, epoch=epoch, step=step)
+                loss.backward()
+                opt.step()
+                total, seen = total + value * len(x), seen + len(x)
+                bar.set(loss=total / seen)
+            run.state["train_seconds"] += time.perf_counter() - began
+            test = evaluate(model, x_test)
+            run.log_epoch(epoch, train_loss=total / seen, test_neg_elbo=test["neg_elbo"], test_rec=test["rec"],
+                          test_kl=test["kl"])
+            run.save_checkpoint(epoch)
 
     began = time.perf_counter()
     test = evaluate(model, x_test)

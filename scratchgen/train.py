@@ -1,13 +1,15 @@
-"""Training support: a progress bar, a history of metrics per epoch, and early stopping.
+"""Training support: a progress bar, a history of metrics per epoch, early stopping, and the divergence check.
 
 These are the small pieces every training loop in ``demos/`` shares::
 
     history, stopper = History(), EarlyStopping("val_loss", patience=5)
     for epoch in range(1, epochs + 1):
         bar = ProgressBar(loader, epoch=epoch, epochs=epochs)
-        for (x,) in bar:
+        for step, (x,) in enumerate(bar, start=1):
             loss = ...
-            bar.set(loss=loss)
+            value = check_finite(loss, epoch=epoch, step=step)   # Diverged at a NaN or infinite loss
+            loss.backward(); opt.step()
+            bar.set(loss=value)
         history.log(epoch, loss=train_loss, val_loss=val_loss)
         if stopper.step(val_loss):
             break
@@ -15,6 +17,11 @@ These are the small pieces every training loop in ``demos/`` shares::
 :class:`History` and :class:`EarlyStopping` have ``state_dict``/``load_state_dict`` like modules and
 optimisers, so a checkpoint (see :mod:`scratchgen.checkpoint`) resumes them too. The progress bar draws
 on standard error, never on standard output, so that a demo's last line of output stays its JSON result.
+
+A loss that turns NaN or infinite never comes back: every later step only spreads it through the
+weights. :func:`check_finite` stops the loop at the first such loss, before its backward pass, with a
+:class:`Diverged` error that says where and what to try; :meth:`scratchgen.experiment.Run.training`
+then keeps the last good checkpoint and writes what the run has.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import math
 import sys
 import time
 
-__all__ = ["ProgressBar", "History", "EarlyStopping"]
+__all__ = ["ProgressBar", "History", "EarlyStopping", "Diverged", "check_finite"]
 
 
 def as_number(value):
@@ -33,6 +40,50 @@ def as_number(value):
     if hasattr(value, "item"):
         return value.item()
     return float(value)
+
+
+class Diverged(FloatingPointError):
+    """Training has diverged: a loss (or, after an epoch, a weight) is NaN or infinite.
+
+    Args:
+        what: what is not finite, e.g. "loss is nan".
+        epoch: the epoch it happened in. step: the step within the epoch, counted from 1; None for a
+            check made after the epoch (its weights, before a checkpoint).
+
+    Attributes:
+        what, epoch, step: as given, for a caller that wants to report them.
+        advice: sentences on what to do, ending the message; a caller that knows more (where the last
+            good checkpoint is) appends to it, as Python 3.11's ``add_note`` would, but in the message.
+    """
+
+    def __init__(self, what: str, epoch: int, step: int | None = None):
+        super().__init__(what, epoch, step)
+        self.what, self.epoch, self.step = what, epoch, step
+        self.advice = ["A learning rate too high is the usual cause: try a lower one (a tenth, say)."]
+
+    def __str__(self) -> str:
+        where = f"at epoch {self.epoch}, step {self.step}" if self.step is not None else f"after epoch {self.epoch}"
+        return f"training diverged {where}: {self.what}. " + " ".join(self.advice)
+
+
+def check_finite(loss, *, epoch: int, step: int, name: str = "loss") -> float:
+    """``loss`` as a Python float, or :class:`Diverged` if it is NaN or infinite.
+
+    Call it on each step's loss before its backward pass: the weights then still hold the last finite
+    step. It reads the value to the host, as ``loss.item()`` does (a synchronisation on a GPU).
+
+    Args:
+        loss: a number, NumPy scalar or one-element Tensor.
+        epoch, step: where the loop is (step counted from 1 within the epoch), for the message.
+        name: what the loss is, for the message ("D's loss").
+
+    Raises:
+        Diverged: the loss is NaN or ±infinite; the message names the epoch, the step and the value.
+    """
+    value = float(as_number(loss))
+    if not math.isfinite(value):
+        raise Diverged(f"{name} is {value}", epoch=epoch, step=step)
+    return value
 
 
 def _duration(seconds: float) -> str:

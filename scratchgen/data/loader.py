@@ -27,6 +27,10 @@ provided it counts epochs with ``loader.epoch`` (epochs completed)::
     while loader.epoch < epochs:
         for x, y in loader:                           # the first pass finishes the interrupted epoch
             ...
+
+A loop that counts steps rather than epochs (a GAN's) takes batches from :meth:`DataLoader.endless`,
+epoch after epoch. A loader whose epoch holds no batch (fewer rows than ``batch_size`` with
+``drop_last``) would make such a stream wait forever for its first batch, so it is refused.
 """
 
 from __future__ import annotations
@@ -112,6 +116,27 @@ class DataLoader:
         self.epoch += 1
         self._epoch_start_state = self._generator.bit_generator.state
         self._batches_done = 0
+
+    def endless(self):
+        """The batches epoch after epoch, without end, each epoch in a new order: for loops that count steps.
+
+        Use ``next()`` on the result; the loader's position and epoch count advance as with ``for``.
+
+        Raises:
+            ValueError: an epoch holds no batch, so the stream would never yield one (raised here, at
+                the call, not at the first ``next()``).
+        """
+        if len(self) == 0:
+            fix = (f"use a batch_size of at most {self.num_samples}" if self.num_samples
+                   else "the arrays have no rows")
+            raise ValueError(f"DataLoader.endless: with batch_size={self.batch_size} and drop_last={self.drop_last}, "
+                             f"an epoch of {self.num_samples} samples holds no batch, so the stream would never "
+                             f"yield one; {fix}")
+        return self._batches_forever()
+
+    def _batches_forever(self):
+        while True:
+            yield from self
 
     def state_dict(self) -> dict:
         """Where the loader stands, as JSON-ready data: enough to resume bit for bit.

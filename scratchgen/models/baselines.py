@@ -22,6 +22,7 @@ import numpy
 
 from scratchgen import nn, no_grad, optim
 from scratchgen.data import DataLoader
+from scratchgen.train import check_finite
 
 __all__ = ["PCA", "reconstruction_errors", "linear_probe_accuracy"]
 
@@ -124,6 +125,9 @@ def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, cl
 
     Returns:
         The share of test codes whose most probable class is the label.
+
+    Raises:
+        scratchgen.train.Diverged: a step's loss is NaN or infinite (codes that are not finite, say).
     """
     train, test = _rows(train_codes), _rows(test_codes)
     if train.shape[1] != test.shape[1]:
@@ -136,10 +140,12 @@ def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, cl
     opt = optim.Adam(probe.parameters(), lr=lr)
     loader = DataLoader(standardise(train), numpy.asarray(train_labels), batch_size=batch_size, shuffle=True,
                         seed=seed)
-    for _ in range(epochs):
-        for z, y in loader:
+    for epoch in range(1, epochs + 1):
+        for step, (z, y) in enumerate(loader, start=1):
             opt.zero_grad()
-            nn.functional.cross_entropy(probe(z), y).backward()
+            loss = nn.functional.cross_entropy(probe(z), y)
+            check_finite(loss, epoch=epoch, step=step, name="the linear probe's loss")
+            loss.backward()
             opt.step()
 
     with no_grad():

@@ -90,22 +90,26 @@ def train_classifier(model: nn.Module, images, labels, epochs: int = 10, batch_s
 
     Returns:
         The trained model, in eval mode.
+
+    Raises:
+        scratchgen.train.Diverged: a step's loss is NaN or infinite (a learning rate too high).
     """
     from scratchgen import optim
     from scratchgen.data import DataLoader
     from scratchgen.nn import functional as F
+    from scratchgen.train import check_finite
 
     loader = DataLoader(image_batch(images), labels, batch_size=batch_size, shuffle=True, seed=seed)
     opt = optim.Adam(model.parameters(), lr=lr)
     model.train()
     for epoch in range(1, epochs + 1):
         total = 0.0
-        for x, y in loader:
+        for step, (x, y) in enumerate(loader, start=1):
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
+            total += check_finite(loss, epoch=epoch, step=step) * len(x)
             loss.backward()
             opt.step()
-            total += loss.item() * len(x)
         if on_epoch is not None:
             on_epoch(epoch, total / len(labels))
     return model.eval()
