@@ -169,12 +169,15 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, reduction: str = "none") -> Tensor:
 # ------------------------------------------------------------------- convolution, pooling, normalisation
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1) -> Tensor:
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, taps=None,
+           method: str = "auto") -> Tensor:
     """2-D convolution (cross-correlation, as in every DL library): see :func:`scratchgen.ops.conv.conv2d`.
 
     Args:
         x: (N, C_in, H, W). weight: (C_out, C_in, kh, kw). bias: (C_out,) or None.
         stride, padding, dilation: an int or a (height, width) pair.
+        taps: the kernel positions (i, j) in use, None for all; the others count as zero.
+        method: "auto", "im2col" or "shifted": see :func:`scratchgen.ops.conv.choose_method`.
 
     Returns:
         (N, C_out, OH, OW) with OH = ⌊(H + 2·padding - dilation·(kh-1) - 1) / stride⌋ + 1.
@@ -185,16 +188,17 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     """
     return conv.conv2d(x, weight, bias, stride=int_pair("conv2d", "stride", stride, minimum=1),
                        padding=int_pair("conv2d", "padding", padding, minimum=0),
-                       dilation=int_pair("conv2d", "dilation", dilation, minimum=1))
+                       dilation=int_pair("conv2d", "dilation", dilation, minimum=1), taps=taps, method=method)
 
 
 def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
-                     output_padding=0, dilation=1) -> Tensor:
+                     output_padding=0, dilation=1, method: str = "auto") -> Tensor:
     """Transposed convolution, the input gradient of :func:`conv2d`: see :func:`scratchgen.ops.conv.conv_transpose2d`.
 
     Args:
         x: (N, C_in, H, W). weight: (C_in, C_out, kh, kw), as PyTorch's. bias: (C_out,) or None.
         stride, padding, output_padding, dilation: an int or a (height, width) pair.
+        method: "auto", "im2col" or "shifted": see :func:`scratchgen.ops.conv.choose_method`.
 
     Returns:
         (N, C_out, OH, OW) with OH = (H-1)·stride - 2·padding + dilation·(kh-1) + output_padding + 1.
@@ -203,7 +207,8 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
                                  padding=int_pair("conv_transpose2d", "padding", padding, minimum=0),
                                  output_padding=int_pair("conv_transpose2d", "output_padding", output_padding,
                                                          minimum=0),
-                                 dilation=int_pair("conv_transpose2d", "dilation", dilation, minimum=1))
+                                 dilation=int_pair("conv_transpose2d", "dilation", dilation, minimum=1),
+                                 method=method)
 
 
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1) -> Tensor:

@@ -6,6 +6,8 @@
 * :mod:`~scratchgen.ops.linalg`: matmul and the affine map x·Wᵀ + b;
 * :mod:`~scratchgen.ops.conv`: im2col and col2im, each the other's gradient, and conv2d and
   conv_transpose2d composed from them;
+* :mod:`~scratchgen.ops.conv_shifted`: the same convolutions as sums of shifted matrix products, three
+  ops that are each other's gradients (the fast path for stride-1 kernels, and for masked ones);
 * :mod:`~scratchgen.ops.pool`: max and average pooling (composed from im2col), nearest upsampling;
 * :mod:`~scratchgen.ops.norm`: batch normalisation, one fused op.
 

@@ -30,16 +30,33 @@ transpose. Every strided copy or add then runs over N contiguous numbers rather 
 few pixels, which makes im2col about 6× and col2im about 5× faster in NumPy. This is the CHWN layout of
 Krizhevsky's cuda-convnet. Outputs come back as views in the same memory order, so the next layer's
 copy into its padded frame is cheap; the code never depends on the layout, only its speed does.
+
+Two paths, one convolution. im2col's columns are kh·kw copies of the input; for a 3×3 kernel over a
+batch of images they no longer fit in the processor's cache, and building them costs more than the
+product. :mod:`scratchgen.ops.conv_shifted` computes the same numbers as a sum of shifted products over
+the frame, a few thousand columns at a time. :func:`conv2d` and :func:`conv_transpose2d` take
+``method="im2col"`` (this module, the reference), ``"shifted"``, or ``"auto"``, which picks by shape
+(:func:`choose_method`): im2col while its columns are small enough to stay in cache, the shifted path
+beyond. Both are tested against the same loops, and against each other.
 """
 
 from __future__ import annotations
 
 from scratchgen import backend
-from scratchgen.autograd import Function
+from scratchgen.autograd import Function, constant
 from scratchgen.backend import xp
+from scratchgen.ops.conv_shifted import ConvGeometry, Crop, ShiftedConv, ShiftedConvTranspose, Uncrop
 from scratchgen.tensor import Tensor
 
-__all__ = ["conv2d", "conv_transpose2d", "Im2Col", "Col2Im", "pair", "conv_output_size", "pad2d", "im2col", "col2im"]
+__all__ = [
+    "conv2d", "conv_transpose2d", "Im2Col", "Col2Im", "pair", "conv_output_size", "pad2d", "im2col", "col2im",
+    "choose_method", "METHODS",
+]
+
+METHODS = ("auto", "im2col", "shifted")
+
+#: Below this many bytes of columns, im2col's one product beats the shifted path's loop of chunks.
+IM2COL_BYTES = 2**20
 
 
 def pair(value, name: str = "value") -> tuple[int, int]:
@@ -183,13 +200,45 @@ def _check_conv(op, x, weight, bias, weight_channels: int, in_axis: int, out_axi
         raise ValueError(f"{op}: the bias has shape {bias.shape}, expected ({weight.shape[out_axis]},)")
 
 
+def choose_method(method: str, geometry: ConvGeometry, itemsize: int) -> str:
+    """The path a convolution of this geometry takes: ``method`` itself unless it is "auto".
+
+    "auto" takes the shifted path for a stride-1 kernel larger than 1×1 whose im2col columns would
+    outgrow IM2COL_BYTES, where they are kh·kw copies of the input, unless the wide output would compute
+    more than twice the positions it keeps (tiny outputs with wide padding). Everywhere else im2col is as
+    fast or faster: a stride-2 kernel's columns are only kh·kw/4 copies, and a 1×1 kernel's are the
+    input itself (measured per layer by benchmarks/bench_conv.py --layers).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "auto":
+        return method
+    (n, c, _, _), (oh, ow) = geometry.x_shape, geometry.out_size
+    columns_bytes = c * len(geometry.taps) * oh * ow * n * itemsize
+    stride_one = geometry.stride == (1, 1) and geometry.kernel_size != (1, 1)
+    return "shifted" if stride_one and columns_bytes > IM2COL_BYTES and geometry.waste <= 2 else "im2col"
+
+
+def tap_mask(kernel_size, taps):
+    """A 0/1 (kh, kw) array with ones at ``taps``: what restricting a kernel to its taps multiplies it by."""
+    mask = xp.zeros(kernel_size)
+    rows, cols = zip(*taps)
+    mask[list(rows), list(cols)] = 1
+    return mask
+
+
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1), padding=(0, 0),
-           dilation=(1, 1)) -> Tensor:
-    """Y = W₂·im2col(x) + b, as a composition of ops: every derivative, of any order, follows from theirs.
+           dilation=(1, 1), taps=None, method: str = "auto") -> Tensor:
+    """y = W ⋆ x + b: on the im2col path Y = W₂·im2col(x) + b, as a composition of ops, so that every
+    derivative, of any order, follows from theirs; on the shifted path the same sum, by
+    :class:`~scratchgen.ops.conv_shifted.ShiftedConv`.
 
     Args:
         x: (N, C, H, W). weight: (O, C, kh, kw). bias: (O,) or None.
         stride, padding, dilation: (height, width) pairs.
+        taps: the kernel positions (i, j) in use, or None for all: the others count as zero (a mask
+            constant over channels, as PixelCNN's are), and the shifted path skips their work.
+        method: "auto", "im2col" or "shifted" (see :func:`choose_method`).
 
     Returns:
         (N, O, OH, OW), with (OH, OW) from :func:`conv_output_size`.
@@ -198,24 +247,33 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1),
     geometry = (tuple(weight.shape[2:]), stride, padding, dilation)
     try:
         out_size = conv_output_size(x.shape[2:], *geometry)
+        shape = ConvGeometry(x.shape, *geometry, out_size, taps=taps)
+        method = choose_method(method, shape, x.dtype.itemsize)
     except ValueError as err:
         raise ValueError(f"conv2d: {err}") from err
+    if method == "shifted":
+        return Crop.apply(ShiftedConv.apply(x, weight, *([] if bias is None else [bias]), geometry=shape),
+                          geometry=shape)
     n, o = x.shape[0], weight.shape[0]
+    if taps is not None:
+        weight = weight * constant(tap_mask(geometry[0], shape.taps).astype(weight.dtype))
     cols = Im2Col.apply(x, kernel_size=geometry[0], stride=stride, padding=padding, dilation=dilation,
                         out_size=out_size)  # (C·kh·kw, OH·OW·N)
-    out = weight.reshape(o, -1) @ cols  # (O, OH·OW·N)
+    out = (weight.reshape(o, -1) @ cols).reshape((o,) + out_size + (n,)).transpose(3, 0, 1, 2)
     if bias is not None:
-        out = out + bias.reshape(o, 1)
-    return out.reshape((o,) + out_size + (n,)).transpose(3, 0, 1, 2)
+        out = out + bias.reshape(1, o, 1, 1)
+    return out
 
 
 def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1), padding=(0, 0),
-                     output_padding=(0, 0), dilation=(1, 1)) -> Tensor:
-    """Y = col2im(W₂ᵀ·X) + b, conv2d's input gradient as a layer, as a composition of ops.
+                     output_padding=(0, 0), dilation=(1, 1), method: str = "auto") -> Tensor:
+    """Y = col2im(W₂ᵀ·X) + b, conv2d's input gradient as a layer: on the im2col path a composition of ops,
+    on the shifted path :class:`~scratchgen.ops.conv_shifted.ShiftedConvTranspose`.
 
     Args:
         x: (N, C_in, H, W). weight: (C_in, C_out, kh, kw), as PyTorch's. bias: (C_out,) or None.
         stride, padding, output_padding, dilation: (height, width) pairs.
+        method: "auto", "im2col" or "shifted" (see :func:`choose_method`).
 
     Returns:
         (N, C_out, OH, OW) with OH = (H-1)·s - 2p + d·(kh-1) + output_padding + 1 (PyTorch's formula).
@@ -235,6 +293,11 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     if min(out_size) < 1:
         raise ValueError(f"conv_transpose2d: the output would be {out_size[0]}×{out_size[1]}: padding "
                          f"{tuple(padding)} crops more than the transposed convolution produces")
+    # The convolution whose input gradient this is: from the output image (N, C_out, OH, OW) to x's (H, W).
+    shape = ConvGeometry((n, c_out) + out_size, (kh, kw), stride, padding, dilation, (h, w))
+    if choose_method(method, shape, x.dtype.itemsize) == "shifted":
+        return ShiftedConvTranspose.apply(Uncrop.apply(x, geometry=shape), weight,
+                                          *([] if bias is None else [bias]), geometry=shape)
     x_matrix = x.transpose(1, 2, 3, 0).reshape(c_in, -1)  # (C_in, H·W·N)
     cols = weight.reshape(c_in, -1).T @ x_matrix  # (C_out·kh·kw, H·W·N)
     out = Col2Im.apply(cols, x_shape=(n, c_out) + out_size, kernel_size=(kh, kw), stride=stride,

@@ -175,17 +175,26 @@ class Rectifier(Function):
     """
 
     def forward(self, x, negative_slope=0.0):
-        # The local slope, 1 or α, as an array: x·slope forward and grad·slope backward are plain
-        # products. (NumPy's where() on a mask of random signs is some 20× slower than a product.)
+        self.negative_slope = negative_slope
+        if negative_slope == 0:
+            return xp.maximum(x, 0)
+        if 0 < negative_slope < 1:
+            return xp.maximum(x, negative_slope * x)  # the larger of x and αx is x exactly when x > 0
+        return x * self._slope(x)
+
+    def _slope(self, x):
+        """The local slope, 1 or α, as an array: grad·slope is then a plain product. (NumPy's where() on
+        a mask of random signs is some 20× slower than a product.)"""
         slope = (x > 0).astype(x.dtype)
-        if negative_slope:
-            slope *= 1 - negative_slope
-            slope += negative_slope
-        self.slope = slope
-        return x * slope
+        if self.negative_slope:
+            slope *= 1 - self.negative_slope
+            slope += self.negative_slope
+        return slope
 
     def backward(self, grad):
-        return grad * constant(self.slope)
+        # The slope is made again from the input, which the graph keeps anyway: keeping it from the
+        # forward would hold one more array of the input's size per activation until the backward.
+        return grad * constant(self._slope(self.inputs[0].data))
 
 
 class LogOnePlusExp(Function):
