@@ -20,6 +20,7 @@ memory one step adds to the process: by tracemalloc (NumPy's arrays, scratchgen 
 resident-set high-water mark (both libraries, the same measure: Linux only).
 
     python benchmarks/bench_conv.py --threads 2
+    python benchmarks/bench_conv.py --layers      # each conv layer on the im2col and the shifted path
 """
 
 import argparse
@@ -38,6 +39,11 @@ parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--repeats", type=int, default=10)
 parser.add_argument("--steps", default="pixelcnn,conv_ae,conv_vae_eval",
                     help="comma-separated subset of pixelcnn, conv_ae, conv_vae_eval")
+parser.add_argument("--only", choices=("scratchgen", "pytorch"),
+                    help="time one library alone (interleaving two in one process slows both unevenly)")
+parser.add_argument("--layers", action="store_true",
+                    help="instead: each layer of these models, forward and backward, on the im2col and the "
+                         "shifted path (what conv2d's method='auto' chooses from)")
 args = parser.parse_args()
 configure_threads(args.threads)
 
@@ -227,9 +233,55 @@ def resident_peak_mb(step) -> float | None:
         return None
 
 
+# ---------------------------------------------------------------------------------------- layers
+
+B_TAPS = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+A_TAPS = [(i, j) for i in range(7) for j in range(7) if i < 3 or (i == 3 and j < 3)]
+# name, transposed, (N, C_in, H, W), C_out, kernel, stride, padding, output_padding, taps
+LAYERS = [
+    ("PixelCNN 7x7 type A 1->32", False, (BATCH, 1, 28, 28), 32, 7, 1, 3, 0, A_TAPS),
+    ("PixelCNN 3x3 type B 32->32", False, (BATCH, 32, 28, 28), 32, 3, 1, 1, 0, B_TAPS),
+    ("PixelCNN 1x1 32->32", False, (BATCH, 32, 28, 28), 32, 1, 1, 0, 0, None),
+    ("DCGAN D conv 32->64 k4 s2", False, (BATCH, 32, 14, 14), 64, 4, 2, 1, 0, None),
+    ("DCGAN G convT 128->64 k4 s2", True, (BATCH, 128, 7, 7), 64, 4, 2, 1, 0, None),
+    ("conv AE conv 32->64 k3 s2", False, (BATCH, 32, 14, 14), 64, 3, 2, 1, 0, None),
+    ("conv AE convT 64->32 k3 s2", True, (BATCH, 64, 7, 7), 32, 3, 2, 1, 1, None),
+]
+
+
+def layer_times():
+    """Forward and backward (input and weight gradients) of each layer on both paths: median (min) ms."""
+    from scratchgen.ops import conv
+
+    print(f"Convolution layers, forward + backward, float32, {args.threads} threads, {machine()}, "
+          f"{time.strftime('%Y-%m-%d')}; median (min) ms")
+    for name, transposed, shape, out, k, s, p, op, taps in LAYERS:
+        x = sg.tensor(rng.standard_normal(shape, dtype=np.float32), requires_grad=shape[1] > 1)
+        w_shape = (shape[1], out, k, k) if transposed else (out, shape[1], k, k)
+        w = sg.tensor(rng.standard_normal(w_shape, dtype=np.float32) * 0.1, requires_grad=True)
+        b = sg.tensor(np.zeros(out, np.float32), requires_grad=True)
+
+        def step(method):
+            def run():
+                if transposed:
+                    y = conv.conv_transpose2d(x, w, b, (s, s), (p, p), (op, op), (1, 1), method=method)
+                else:
+                    y = conv.conv2d(x, w, b, (s, s), (p, p), (1, 1), taps=taps, method=method)
+                y.backward(np.ones(y.shape, np.float32))
+            return run
+
+        times = interleaved_times({m: step(m) for m in ("im2col", "shifted")}, warmup=2, repeats=args.repeats)
+        cells = "   ".join(f"{m} {times[m][0]:6.2f} ({times[m][1]:6.2f})" for m in times)
+        print(f"  {name:<30} {cells}   shifted / im2col {times['shifted'][0] / times['im2col'][0]:.2f}")
+
+
+if args.layers:
+    layer_times()
+    sys.exit()
+
 chosen = args.steps.split(",")
-libraries = {"scratchgen": scratchgen_steps()}
-torch = try_import_torch(args.threads)
+libraries = {} if args.only == "pytorch" else {"scratchgen": scratchgen_steps()}
+torch = None if args.only == "scratchgen" else try_import_torch(args.threads)
 if torch is not None:
     libraries[f"PyTorch {torch.__version__}"] = torch_steps(torch)
 named = {(library, name): steps[name] for library, steps in libraries.items() for name in chosen}
@@ -250,7 +302,7 @@ for name in chosen:
         print(f"  {name:<14} {library:<16} {f'{median:.1f} ({best:.1f})':>18} {FLOPS[name] / 1e9:7.2f} "
               f"{median / limit_ms:13.2f} {'' if traced is None else f'{traced:.0f}':>10} "
               f"{'n/a' if resident is None else f'{resident:.0f}':>8}")
-    if len(libraries) == 2:
+    if len(libraries) == 2 and "scratchgen" in libraries:
         theirs = list(libraries)[1]
         ratio = [timings["scratchgen", name][i] / timings[theirs, name][i] for i in (0, 1)]
         print(f"  {name:<14} scratchgen / PyTorch: median {ratio[0]:.2f}x (min {ratio[1]:.2f}x)")

@@ -34,6 +34,8 @@ from common import configure_threads, interleaved_times, machine, try_import_tor
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--repeats", type=int, default=30)
+parser.add_argument("--only", choices=("scratchgen", "pytorch"),
+                    help="time one library alone (interleaving two in one process slows both unevenly)")
 args = parser.parse_args()
 configure_threads(args.threads)
 
@@ -119,12 +121,13 @@ def peak_memory_mb(step) -> float:
 
 sg.manual_seed(0)
 results = {}
-results["scratchgen"] = steps(
-    nn, nn.Unflatten((128, 7, 7)), sg.tensor, F.binary_cross_entropy_with_logits,
-    lambda params: sg.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)),
-    sg.grad, lambda array: sg.tensor(array, requires_grad=True),
-)
-torch = try_import_torch(args.threads)
+if args.only != "pytorch":
+    results["scratchgen"] = steps(
+        nn, nn.Unflatten((128, 7, 7)), sg.tensor, F.binary_cross_entropy_with_logits,
+        lambda params: sg.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)),
+        sg.grad, lambda array: sg.tensor(array, requires_grad=True),
+    )
+torch = None if args.only == "scratchgen" else try_import_torch(args.threads)
 if torch is not None:
     torch.manual_seed(0)
     results[f"PyTorch {torch.__version__} CPU"] = steps(
@@ -146,7 +149,7 @@ for library, all_steps in results.items():
         memory = " / ".join(f"{peak_memory_mb(step):.1f}" for step in all_steps) + " MB"
     cells = (f"{timings[library, which][0]:7.2f} ({timings[library, which][1]:6.2f}) ms" for which in STEPS)
     print(f"  {library:<26} " + " ".join(f"{cell:>18}" for cell in cells) + f"   {memory:>22}")
-if len(results) == 2:
+if len(results) == 2:  # both libraries
     theirs = list(results)[1]
     ratios = {which: [timings["scratchgen", which][i] / timings[theirs, which][i] for i in (0, 1)] for which in STEPS}
     print("  scratchgen / PyTorch, median (min): "

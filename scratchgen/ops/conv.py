@@ -29,7 +29,10 @@ writes are allocated with the batch axis *last* in memory, (C, H, W, N), and vie
 transpose. Every strided copy or add then runs over N contiguous numbers rather than over a row of a
 few pixels, which makes im2col about 6× and col2im about 5× faster in NumPy. This is the CHWN layout of
 Krizhevsky's cuda-convnet. Outputs come back as views in the same memory order, so the next layer's
-copy into its padded frame is cheap; the code never depends on the layout, only its speed does.
+copy into its padded frame is cheap; the code never depends on the layout, only its speed does. With a
+stride above 1, consecutive windows skip pixels and those runs would have gaps; im2col and col2im then
+split the padded frame into s×s phases first (pixels (s·y + a, s·x + b) in phase (a, b)), in which each
+tap of every window is a block of whole rows.
 
 Two paths, one convolution. im2col's columns are kh·kw copies of the input; for a 3×3 kernel over a
 batch of images they no longer fit in the processor's cache, and building them costs more than the
@@ -124,6 +127,8 @@ def im2col(x, kernel_size, stride, padding, dilation, out_size=None, pad_value: 
     """
     if out_size is None:
         out_size = conv_output_size(x.shape[2:], kernel_size, stride, padding, dilation)
+    if tuple(stride) != (1, 1):
+        return _im2col_phases(x, ConvGeometry(x.shape, kernel_size, stride, padding, dilation, out_size), pad_value)
     frame = x if tuple(padding) == (0, 0) else pad2d(x, padding, pad_value)
     windows = _windows(frame, kernel_size, stride, dilation, out_size)
     c, (kh, kw) = x.shape[1], kernel_size
@@ -141,6 +146,8 @@ def col2im(cols, x_shape, kernel_size, stride, padding, dilation, out_size):
         (N, C, H, W): pixel x[n, c, y, x] is the sum of the entries of ``cols`` that im2col copied from it
         (padding positions are dropped).
     """
+    if tuple(stride) != (1, 1):
+        return _col2im_phases(cols, ConvGeometry(x_shape, kernel_size, stride, padding, dilation, out_size))
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel_size, stride, padding, dilation, out_size
     cols = cols.reshape(c, kh, kw, oh, ow, n).transpose(5, 0, 1, 2, 3, 4)  # (N, C, kh, kw, OH, OW)
@@ -151,6 +158,30 @@ def col2im(cols, x_shape, kernel_size, stride, padding, dilation, out_size):
         for j in range(kw):
             frame[:, :, dh * i : dh * i + sh * oh : sh, dw * j : dw * j + sw * ow : sw] += cols[:, :, i, j]
     return frame[:, :, ph : ph + h, pw : pw + w]
+
+
+def _im2col_phases(x, geometry: ConvGeometry, pad_value: float):
+    """im2col for a stride above 1, from the padded image split into s_h×s_w phases (as
+    :class:`~scratchgen.ops.conv_shifted.ConvGeometry` lays it out): tap (i, j) of every window is then
+    one block of whole rows of its phase, OW·N numbers in a row, where the plain frame would give runs
+    of N numbers with gaps between them. Same columns, fewer and longer copies."""
+    (n, c, _, _), (kh, kw), (oh, ow) = x.shape, geometry.kernel_size, geometry.out_size
+    frame = geometry.frame(x, fill=pad_value)
+    cols = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
+    for (i, j), (a, b), (dy, dx) in zip(geometry.taps, geometry.phases, geometry.shifts):
+        cols[:, i, j] = frame[a, b, :, dy : dy + oh, dx : dx + ow]
+    return cols.reshape(c * kh * kw, -1)
+
+
+def _col2im_phases(cols, geometry: ConvGeometry):
+    """col2im for a stride above 1: each tap's columns added onto its phase's block of rows, then the
+    image cut out of the phases (the adjoint of :func:`_im2col_phases`)."""
+    (n, c, _, _), (kh, kw), (oh, ow) = geometry.x_shape, geometry.kernel_size, geometry.out_size
+    frame = xp.zeros(geometry.stride + (c, geometry.frame_height, geometry.frame_width, n), dtype=cols.dtype)
+    cols = cols.reshape(c, kh, kw, oh, ow, n)
+    for (i, j), (a, b), (dy, dx) in zip(geometry.taps, geometry.phases, geometry.shifts):
+        frame[a, b, :, dy : dy + oh, dx : dx + ow] += cols[:, i, j]
+    return geometry.unframe(frame)
 
 
 class Im2Col(Function):

@@ -105,6 +105,15 @@ def scratch(name: str, shape, dtype):
     return buffers[key][:size].reshape(shape)
 
 
+def product_into(a, b, out) -> None:
+    """out[...] = a @ b, written straight into ``out`` (a block of columns of a larger array) where the
+    backend's matmul can (NumPy's can; CuPy's wants a contiguous ``out``, so it gets a copy)."""
+    if backend.get_backend() == "cupy":
+        out[...] = a @ b
+    else:
+        xp.matmul(a, b, out=out)
+
+
 def gather(sources, offsets, start: int, stop: int, buffer):
     """Columns (R·T, stop - start): row (r, t) is ``sources[t][r, start + offsets[t] : stop + offsets[t]]``,
     zero where that runs off either end of the source. One contiguous copy per t, written into ``buffer``."""
@@ -144,7 +153,7 @@ class ConvGeometry:
             raise ValueError(f"taps {self.taps} must be a non-empty list of positions in the {kh}×{kw} kernel")
         # Each tap reads phase (d·i mod s, d·j mod s) at row and column shift (⌊d·i/s⌋, ⌊d·j/s⌋).
         self.phases = [((dh * i) % sh, (dw * j) % sw) for i, j in self.taps]
-        shifts = [((dh * i) // sh, (dw * j) // sw) for i, j in self.taps]
+        self.shifts = shifts = [((dh * i) // sh, (dw * j) // sw) for i, j in self.taps]
         reach_h, reach_w = max(r for r, _ in shifts), max(col for _, col in shifts)
         # The frame holds every padded pixel, and room for the wide reads of the last output row: they run
         # reach_w numbers past that row's end, into one more row.
@@ -174,16 +183,16 @@ class ConvGeometry:
                     image_part = (slice(rows.start, None, sh), slice(cols.start, None, sw))
                     yield (a, b), frame_part, image_part
 
-    def frame(self, x, reuse: bool = False):
-        """The padded image x (N, C, H, W) as phases (s_h, s_w, C, Hf, Wf, N), zeros around it; in
+    def frame(self, x, reuse: bool = False, fill: float = 0.0):
+        """The padded image x (N, C, H, W) as phases (s_h, s_w, C, Hf, Wf, N), ``fill`` around it; in
         :func:`scratch` memory if ``reuse`` (for a frame that the op using it does not return)."""
         n, c = self.x_shape[:2]
         shape = self.stride + (c, self.frame_height, self.frame_width, n)
         if reuse:
             frame = scratch("frame", shape, x.dtype)
-            frame[...] = 0
+            frame[...] = fill
         else:
-            frame = xp.zeros(shape, dtype=x.dtype)
+            frame = xp.full(shape, fill, dtype=x.dtype)
         image = x.transpose(1, 2, 3, 0)  # (C, H, W, N)
         for (a, b), (fy, fx), (iy, ix) in self._phase_slices():
             frame[a, b, :, fy, fx] = image[:, iy, ix]
@@ -229,7 +238,7 @@ class ShiftedConv(Function):
         parts = chunks(g.wide, c * taps, x.dtype.itemsize)
         buffer = scratch("columns", (c * taps * max(stop - start for start, stop in parts),), x.dtype)
         for start, stop in parts:
-            xp.matmul(matrix, gather(rows, g.offsets, start, stop, buffer), out=wide[:, start:stop])
+            product_into(matrix, gather(rows, g.offsets, start, stop, buffer), wide[:, start:stop])
         if bias is not None:
             wide += bias[:, None]
         return wide
@@ -271,7 +280,7 @@ class ShiftedConvTranspose(Function):
             first = fy.start * row_length
             for start, stop in parts:
                 cols = gather(sources, offsets, first + start, first + stop, buffer)
-                xp.matmul(matrix_t, cols, out=target[:, first + start : first + stop])
+                product_into(matrix_t, cols, target[:, first + start : first + stop])
         image = g.unframe(frame)
         if bias is not None:
             image += bias[:, None, None]
