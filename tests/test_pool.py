@@ -75,6 +75,22 @@ def test_nearest_upsampling_forward_and_gradient(scale, rng):
     assert sg.gradgradcheck(lambda x: F.interpolate(x, scale_factor=scale), [t64(x)])
 
 
+@pytest.mark.parametrize("scale", [2, (2, 3)])
+def test_nearest_upsampling_of_a_batch_last_image(scale, rng):
+    """An image laid out batch axis last (as convolutions leave theirs) takes the other copy: same numbers,
+    forward and backward (the gradient also batch axis last)."""
+    x = rng.standard_normal((3, 3, 4, 2)).transpose(3, 0, 1, 2)  # (N, C, H, W), N contiguous in memory
+    sh, sw = (scale, scale) if isinstance(scale, int) else scale
+    xt = sg.tensor(x, requires_grad=True)
+    out = F.interpolate(xt, scale_factor=scale)
+    np.testing.assert_array_equal(out.numpy(), x.repeat(sh, axis=2).repeat(sw, axis=3))
+    grad = rng.standard_normal(out.shape[1:] + (2,)).transpose(3, 0, 1, 2)
+    out.backward(grad)
+    expected = grad.reshape(2, 3, 3, sh, 4, sw).sum(axis=(3, 5))
+    np.testing.assert_allclose(xt.grad, expected, rtol=1e-12)
+    assert sg.gradcheck(lambda x: F.interpolate(x, scale_factor=scale), [sg.tensor(x, requires_grad=True)])
+
+
 def test_layers_match_their_functions_and_gradcheck(rng):
     x = t64(rng.standard_normal((1, 2, 8, 6)))  # batch size 1, non-square
     model = nn.Sequential(nn.Upsample(scale_factor=(1, 2)), nn.MaxPool2d(3, stride=2, padding=1),

@@ -87,18 +87,34 @@ def avg_pool2d(x: Tensor, kernel_size, stride, padding=(0, 0)) -> Tensor:
     return _to_image(cols.mean(axis=1), x.shape, out_size)
 
 
+def _batch_last(x) -> bool:
+    """Whether x (N, C, H, W) lies in memory batch axis last, as convolutions leave their outputs."""
+    return x.strides[0] == x.itemsize and x.shape[0] > 1
+
+
 class UpsampleNearest2d(Function):
-    """y[n, c, sh·h + a, sw·w + b] = x[n, c, h, w], so grad_x is the sum of grad over each sh×sw block."""
+    """y[n, c, sh·h + a, sw·w + b] = x[n, c, h, w], so grad_x is the sum of grad over each sh×sw block.
+
+    The copy runs in the input's memory order: for an image that a convolution left batch axis last,
+    the blocks are built as (C, H, sh, W, sw, N), which copies runs of N numbers, not single ones.
+    """
 
     def forward(self, x, scale_factor):
         if x.ndim != 4:
             raise ValueError(f"expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
         n, c, h, w = x.shape
         sh, sw = self.scale = scale_factor
+        if _batch_last(x):
+            image = x.transpose(1, 2, 3, 0)[:, :, None, :, None, :]  # (C, H, 1, W, 1, N), a view
+            blocks = xp.broadcast_to(image, (c, h, sh, w, sw, n))
+            return blocks.reshape(c, h * sh, w * sw, n).transpose(3, 0, 1, 2)
         blocks = xp.broadcast_to(x[:, :, :, None, :, None], (n, c, h, sh, w, sw))  # a view: no copy yet
         return blocks.reshape(n, c, h * sh, w * sw)
 
     def backward(self, grad):
         n, c, hs, ws = grad.shape
         sh, sw = self.scale
+        if _batch_last(grad.data):
+            blocks = grad.transpose(1, 2, 3, 0).reshape(c, hs // sh, sh, ws // sw, sw, n)
+            return blocks.sum(axis=(2, 4)).transpose(3, 0, 1, 2)
         return grad.reshape(n, c, hs // sh, sh, ws // sw, sw).sum(axis=(3, 5))
