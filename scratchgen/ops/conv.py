@@ -290,10 +290,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1),
         weight = weight * constant(tap_mask(geometry[0], shape.taps).astype(weight.dtype))
     cols = Im2Col.apply(x, kernel_size=geometry[0], stride=stride, padding=padding, dilation=dilation,
                         out_size=out_size)  # (C·kh·kw, OH·OW·N)
-    out = (weight.reshape(o, -1) @ cols).reshape((o,) + out_size + (n,)).transpose(3, 0, 1, 2)
+    out = weight.reshape(o, -1) @ cols  # (O, OH·OW·N)
     if bias is not None:
-        out = out + bias.reshape(1, o, 1, 1)
-    return out
+        out = out + bias.reshape(o, 1)
+    return out.reshape((o,) + out_size + (n,)).transpose(3, 0, 1, 2)
 
 
 def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1), padding=(0, 0),
