@@ -29,6 +29,11 @@ shape (:func:`unbroadcast`, so that no op has to). Without ``create_graph`` the 
 is recorded too, and the gradients are Tensors in the graph, ready for another ``backward``:
 a gradient penalty (WGAN-GP, R1), a Hessian-vector product, a Newton step.
 
+The graph's nodes are the ops (and the leaf tensors); each op links to the ops that made its inputs.
+An op keeps only the inputs its backward reads (``saved_inputs``) and, if it reads it, its output
+(``saves_output``): the activations no backward needs are freed as soon as the forward is done with them,
+as PyTorch frees them, which halves the memory of a convolutional network's step.
+
 The engine checks what every backward returns: one gradient per input, a Tensor of the input's dtype
 whose shape is the input's or broadcasts to it. It also refuses to differentiate through a tensor whose
 data was replaced or changed in place (``t.data = ...``, ``t.data += ...``) after an op used it: each
@@ -45,7 +50,7 @@ from scratchgen import backend
 
 __all__ = [
     "Function", "backward", "grad", "constant", "once_differentiable", "unbroadcast", "no_grad", "enable_grad",
-    "is_grad_enabled",
+    "is_grad_enabled", "graph_node",
 ]
 
 
@@ -85,19 +90,42 @@ def _grad_mode(enabled: bool):
 class Function:
     """Base class of every differentiable op. Subclasses write ``forward`` and ``backward``.
 
+    What the graph keeps. An op keeps the inputs that its backward reads, and no others: ``x + y`` needs
+    neither x nor y to pass a gradient on, and keeping them would hold every activation of a network in
+    memory until its backward, where PyTorch holds only the ones some backward reads. An op says which
+    with two class attributes, overridable per instance in ``forward``:
+
+    * ``saved_inputs``: the indices of the inputs whose values ``backward`` reads; None (the default,
+      always safe) keeps them all;
+    * ``saves_output``: whether ``backward`` reads ``self.output`` (True by default).
+
+    The graph itself does not need the inputs: each op links to the op that made each input (or to the
+    leaf tensor itself), and remembers every input's shape and dtype.
+
     Attributes:
-        inputs: the input Tensors, kept when the output requires a gradient.
+        inputs: the input Tensors, as the backward sees them. An input the op does not keep is a stand-in
+            with its ``shape``, ``dtype`` and ``ndim``, which raises if the backward reads its values.
+        parents: for each input, the op that computed it, or the input itself if it is a leaf: the edges
+            of the graph, which :func:`backward` follows and :mod:`scratchgen.viz` draws.
         needs_input_grad: one bool per input, set by the engine before each ``backward``: whether this
             pass wants that input's gradient. ``backward`` may skip the ones that are False.
     """
 
     #: Ops whose inputs must be floating point. Shape and indexing ops set this to False.
     float_only = True
+    #: Indices of the inputs that ``backward`` reads (None: all of them); see the class docstring.
+    saved_inputs = None
+    #: Whether ``backward`` reads ``self.output``.
+    saves_output = True
 
-    inputs: tuple = ()
+    parents: tuple = ()
     needs_input_grad: tuple = ()
-    _versions: tuple = ()
+    _meta: tuple = ()  # (shape, dtype, requires_grad) of each input, when the op was recorded
+    _saved: dict = {}  # input index -> Tensor, for the inputs the backward reads
+    _versions: dict = {}  # input index -> its version when the op used it
     _output_ref = None
+    _output_data = None
+    _output_meta = None
 
     def forward(self, *arrays, **params):
         raise NotImplementedError(f"{type(self).__name__}.forward")
@@ -106,16 +134,30 @@ class Function:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     @property
+    def inputs(self) -> tuple:
+        return tuple(self._saved[i] if i in self._saved else _Unsaved(self, i) for i in range(len(self._meta)))
+
+    @property
     def output(self):
         """The Tensor this op produced, for a backward that reads it (exp, tanh, ...).
 
-        The op holds it weakly, so that op and output do not keep each other alive; the engine holds
-        the output while it runs the op's backward.
+        The op holds the Tensor weakly, so that op and output do not keep each other alive, and its data
+        (when ``saves_output``): if the Tensor itself is gone, a new one on the same data, made by this op,
+        stands for it, in the graph as the original was.
         """
         out = self._output_ref() if self._output_ref is not None else None
+        if out is None and self._output_data is not None:
+            out = Tensor(self._output_data, requires_grad=True)
+            out._creator = self
         if out is None:
-            raise RuntimeError(f"{self.name()}: the output of this op no longer exists (only the engine calls backward)")
+            raise RuntimeError(f"{self.name()}: the output of this op no longer exists, and the op does not save it "
+                               "(saves_output = False) or was never recorded")
         return out
+
+    @property
+    def output_shape(self) -> tuple:
+        """The shape of the output, which the op remembers whether or not it keeps the output."""
+        return self._output_meta[0]
 
     @classmethod
     def name(cls) -> str:
@@ -151,12 +193,48 @@ class Function:
         requires_grad = _GradMode.enabled and any(t.requires_grad for t in inputs)
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
-            fn.inputs = inputs
-            fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
-            fn._versions = tuple(t._version for t in inputs)
-            fn._output_ref = weakref.ref(result)
-            result._creator = fn
+            fn._record(inputs, result)
         return result
+
+    def _record(self, inputs, result) -> None:
+        """Link this op into the graph: its parents, what it keeps of its inputs and of its output."""
+        # (An index past the inputs names an optional input this call did not get: a bias, say.)
+        kept = range(len(inputs)) if self.saved_inputs is None else [i for i in self.saved_inputs if i < len(inputs)]
+        self._saved = {i: inputs[i] for i in kept}
+        self._versions = {i: inputs[i]._version for i in kept}
+        self._meta = tuple((t.shape, t.dtype, t.requires_grad) for t in inputs)
+        self.parents = tuple(graph_node(t) for t in inputs)
+        self.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        self._output_ref = weakref.ref(result)
+        self._output_meta = (result.shape, result.dtype)
+        if self.saves_output:
+            self._output_data = result._data
+        result._creator = self
+
+
+class _Unsaved:
+    """What ``Function.inputs`` holds for an input the op does not keep: its shape and dtype, no values."""
+
+    __slots__ = ("shape", "dtype", "ndim", "requires_grad", "_where")
+
+    def __init__(self, fn, i):
+        self.shape, self.dtype, self.requires_grad = fn._meta[i]
+        self.ndim = len(self.shape)
+        self._where = (fn.name(), i, fn.saved_inputs)
+
+    def _refuse(self, *args, **kwargs):
+        name, i, saved = self._where
+        raise RuntimeError(f"{name}.backward read the values of input {i}, which the op does not keep "
+                           f"(saved_inputs = {saved}); add {i} to its saved_inputs")
+
+    data = property(_refuse)
+    __array__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
+
+
+def graph_node(t):
+    """The node of the graph that stands for tensor ``t``: the op that made it, or ``t`` itself for a leaf."""
+    return t._creator if t._creator is not None else t
 
 
 def _with_context(err: Exception, message: str) -> Exception:
@@ -208,6 +286,8 @@ def once_differentiable(backward):
 def _check_inputs(cls, arrays) -> None:
     """Fail early, naming the op, when an input is on the wrong device or is not floating point."""
     for i, a in enumerate(arrays):
+        if isinstance(a, _Unsaved):  # a backward used an input its op does not keep
+            a._refuse()
         if not backend.is_array(a):
             raise backend.BackendError(
                 f"{cls.name()}: input {i} is on {backend.device_of(a)} but the active backend is "
@@ -248,13 +328,13 @@ def _broadcasts_to(shape, target) -> bool:
 
 
 def _topological_order(roots):
-    """Tensors that ``roots`` depend on (through tensors requiring grad), each after its inputs.
+    """The graph's nodes that ``roots`` depend on (ops, and leaves requiring grad), each after its inputs.
 
     An explicit stack instead of recursion: deep graphs (an RNN unrolled 10,000 steps) would exceed
     Python's recursion limit.
     """
     order, visited = [], set()
-    stack = [(root, False) for root in reversed(roots)]
+    stack = [(graph_node(root), False) for root in reversed(roots)]
     while stack:
         node, inputs_done = stack.pop()
         if inputs_done:
@@ -264,9 +344,9 @@ def _topological_order(roots):
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._creator is not None:
-            for parent in node._creator.inputs:
-                if parent.requires_grad and id(parent) not in visited:
+        if isinstance(node, Function):
+            for parent, (_, _, requires_grad) in zip(node.parents, node._meta):
+                if requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     return order
 
@@ -311,8 +391,8 @@ def _check_version(fn, i, tensor, seen) -> None:
 
 def _input_gradients(fn, grad) -> list:
     """Run ``fn.backward(grad)`` and check what it returns against the op's inputs, naming the op."""
-    for i, (tensor, seen) in enumerate(zip(fn.inputs, fn._versions)):
-        _check_version(fn, i, tensor, seen)
+    for i, tensor in fn._saved.items():
+        _check_version(fn, i, tensor, fn._versions[i])
     output = fn._output_ref()
     if output is not None:
         _check_version(fn, None, output, 0)
@@ -320,32 +400,32 @@ def _input_gradients(fn, grad) -> list:
     if not isinstance(grads, tuple):
         grads = (grads,)
     name = fn.name()
-    if len(grads) != len(fn.inputs):
+    if len(grads) != len(fn._meta):
         raise RuntimeError(
-            f"{name}.backward returned {len(grads)} gradient(s) but the op has {len(fn.inputs)} input(s); "
+            f"{name}.backward returned {len(grads)} gradient(s) but the op has {len(fn._meta)} input(s); "
             "return one per input, None for an input that needs none"
         )
     checked = []
-    for i, (tensor, g, needed) in enumerate(zip(fn.inputs, grads, fn.needs_input_grad)):
+    for i, ((shape, dtype, _), g, needed) in enumerate(zip(fn._meta, grads, fn.needs_input_grad)):
         if not needed:
             checked.append(None)
             continue
         if g is None:
-            raise RuntimeError(f"{name}.backward returned None for input {i} (shape {tensor.shape}), which needs a gradient")
+            raise RuntimeError(f"{name}.backward returned None for input {i} (shape {shape}), which needs a gradient")
         if not isinstance(g, Tensor):
             raise TypeError(
                 f"{name}.backward returned a {type(g).__name__} for input {i}; gradients are Tensors, computed "
                 "with Tensor ops from grad, self.inputs and self.output, so that they can be differentiated again"
             )
-        if g._data.dtype != tensor._data.dtype:
-            raise TypeError(f"{name}.backward returned a {g.dtype} gradient for input {i}, which is {tensor.dtype}")
-        if g._data.shape != tensor._data.shape:
-            if not _broadcasts_to(g.shape, tensor.shape):
+        if g._data.dtype != dtype:
+            raise TypeError(f"{name}.backward returned a {g.dtype} gradient for input {i}, which is {dtype}")
+        if g._data.shape != shape:
+            if not _broadcasts_to(g.shape, shape):
                 raise ValueError(
                     f"{name}.backward returned a gradient of shape {g.shape} for input {i} of shape "
-                    f"{tensor.shape}; it must have the input's shape or one that the input broadcasts to"
+                    f"{shape}; it must have the input's shape or one that the input broadcasts to"
                 )
-            g = unbroadcast(g, tensor.shape)
+            g = unbroadcast(g, shape)
         checked.append(g)
     return checked
 
@@ -363,19 +443,20 @@ def _backpropagate(roots, seeds, create_graph: bool, targets=None) -> dict:
     """
     order = _topological_order(roots)
     if targets is None:
-        wanted = {id(node) for node in order if node._creator is None}
+        wanted = {id(node) for node in order if not isinstance(node, Function)}
         useful = {id(node) for node in order}
     else:
-        # Only tensors between the roots and the targets need a gradient: R1's penalty wants ∇ₓD(x),
+        # Only nodes between the roots and the targets need a gradient: R1's penalty wants ∇ₓD(x),
         # not the gradients of D's weights that the same graph could also give.
-        wanted, useful = {id(t) for t in targets}, set()
+        wanted, useful = {id(graph_node(t)) for t in targets}, set()
         for node in order:  # inputs before outputs
-            if id(node) in wanted or (node._creator is not None and any(id(p) in useful for p in node._creator.inputs)):
+            if id(node) in wanted or (isinstance(node, Function) and any(id(p) in useful for p in node.parents)):
                 useful.add(id(node))
 
-    grads = {}  # id(tensor) -> dL/d(tensor), summed over its uses so far
+    grads = {}  # id(node) -> dL/d(the tensor it stands for), summed over its uses so far
     for root, seed in zip(roots, seeds):
-        grads[id(root)] = seed if id(root) not in grads else grads[id(root)] + seed
+        key = id(graph_node(root))
+        grads[key] = seed if key not in grads else grads[key] + seed
     found = {}
     with _grad_mode(create_graph):
         for node in reversed(order):
@@ -384,13 +465,13 @@ def _backpropagate(roots, seeds, create_graph: bool, targets=None) -> dict:
                 continue
             if id(node) in wanted:
                 found[id(node)] = (node, g)
-            fn = node._creator
-            if fn is None:
+            if not isinstance(node, Function):
                 continue
-            fn.needs_input_grad = tuple(p.requires_grad and id(p) in useful for p in fn.inputs)
+            fn = node
+            fn.needs_input_grad = tuple(rg and id(p) in useful for p, (_, _, rg) in zip(fn.parents, fn._meta))
             if not any(fn.needs_input_grad):
                 continue
-            for parent, pg in zip(fn.inputs, _input_gradients(fn, g)):
+            for parent, pg in zip(fn.parents, _input_gradients(fn, g)):
                 if pg is not None:
                     key = id(parent)
                     grads[key] = pg if key not in grads else grads[key] + pg
@@ -457,8 +538,8 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, allow_u
     found = _backpropagate(outputs, seeds, create_graph, targets=inputs)
     result = []
     for i, x in enumerate(inputs):
-        if id(x) in found:
-            result.append(found[id(x)][1])
+        if id(graph_node(x)) in found:
+            result.append(found[id(graph_node(x))][1])
         elif allow_unused:
             result.append(None)
         else:

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from scratchgen import backend
+from scratchgen.autograd import graph_node
 from scratchgen.checkpoint import atomic_write
 from scratchgen.tensor import Tensor
 
@@ -104,7 +105,7 @@ def _leaf_label(t: Tensor, names: dict) -> tuple[str, str]:
 
 
 def trace(root: Tensor, params=None, max_nodes: int = 300) -> Graph:
-    """Follow ``_creator`` and ``inputs`` back from ``root`` and lay the graph out in layers.
+    """Follow the graph (each op's ``parents``) back from ``root`` and lay it out in layers.
 
     Args:
         root: the tensor whose graph to trace, usually a scalar loss before ``backward()``.
@@ -125,26 +126,26 @@ def trace(root: Tensor, params=None, max_nodes: int = 300) -> Graph:
     nodes, edges, index = [], [], {}  # index: id(op or leaf tensor) -> node index
     visited = set()
 
-    # The engine's iterative depth-first walk (so deep graphs are fine): a node is appended after all its
-    # inputs, so the node list is in an order the forward pass could have run, and the root comes last.
-    stack = [(root, False)]
+    # The engine's iterative depth-first walk (so deep graphs are fine) over its nodes, ops and leaf
+    # tensors: a node is appended after all its inputs, so the node list is in an order the forward pass
+    # could have run, and the root comes last.
+    stack = [(graph_node(root), False)]
     while stack:
-        t, inputs_done = stack.pop()
-        fn = t._creator
-        key = id(fn) if fn is not None else id(t)
+        node, inputs_done = stack.pop()
+        key = id(node)
         if inputs_done:
             index[key] = len(nodes)
-            sources = [index[id(p._creator) if p._creator is not None else id(p)] for p in fn.inputs]
-            nodes.append(Node(OP, f"{fn.name()}\n{_shape(t.shape)}", inputs=sources))
+            sources = [index[id(p)] for p in node.parents]
+            nodes.append(Node(OP, f"{node.name()}\n{_shape(node.output_shape)}", inputs=sources))
             edges.extend((source, index[key]) for source in sources)
         elif key not in visited:
             visited.add(key)
-            if fn is None:
+            if isinstance(node, Tensor):
                 index[key] = len(nodes)
-                nodes.append(Node(*_leaf_label(t, names)))
+                nodes.append(Node(*_leaf_label(node, names)))
             else:
-                stack.append((t, True))
-                stack.extend((p, False) for p in reversed(fn.inputs))
+                stack.append((node, True))
+                stack.extend((p, False) for p in reversed(node.parents))
         if len(nodes) > max_nodes:
             raise ValueError(f"trace: the graph has more than {max_nodes} nodes, too many to draw readably; "
                              f"draw an intermediate tensor (one layer's output) instead, or raise max_nodes")

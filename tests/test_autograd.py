@@ -219,3 +219,43 @@ def test_op_classes_and_layer_classes_never_share_a_name():
     op_names = {name for name, obj in vars(sg.ops).items() if isinstance(obj, type)}
     layer_names = {name for name, obj in vars(sg.nn).items() if isinstance(obj, type)}
     assert not op_names & layer_names
+
+
+def test_the_graph_keeps_only_what_some_backward_reads():
+    """x·3 + 1: the sum's backward reads neither of its inputs, so the product, once the caller drops it,
+    is freed before the backward, which still gives the right gradient."""
+    import weakref
+
+    x = t64([1.0, 2.0])
+    product = x * 3.0
+    total = product + 1.0
+    alive = weakref.ref(product)
+    del product
+    assert alive() is None
+    total.sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+
+
+def test_an_output_the_caller_dropped_is_rebuilt_for_the_backward_and_differentiates_again():
+    """exp's backward reads its output: the op keeps the output's data, and a tensor on it stands in the
+    graph for the dropped one, so even the second derivative comes out right."""
+    x = t64([0.5, -1.0])
+    (first,) = sg.grad(x.exp().sum(), x, create_graph=True)  # the exp output is never held by the caller
+    (second,) = sg.grad(first.sum(), x)
+    np.testing.assert_allclose(first.numpy(), np.exp([0.5, -1.0]))
+    np.testing.assert_allclose(second.numpy(), np.exp([0.5, -1.0]))
+
+
+def test_a_backward_that_reads_an_input_its_op_does_not_keep_is_an_error_naming_both():
+    class Careless(sg.autograd.Function):
+        saved_inputs = ()
+
+        def forward(self, x):
+            return x * x
+
+        def backward(self, grad):
+            return grad * 2 * self.inputs[0]  # reads x, which the op said it does not keep
+
+    x = t64([1.0, 2.0])
+    with pytest.raises(RuntimeError, match=r"careless.backward read the values of input 0, which the op does not keep"):
+        Careless.apply(x).sum().backward()

@@ -21,15 +21,15 @@ def _recorded(root):
     """The ops and leaves reachable from root, found by a plain recursive walk (independent of trace)."""
     ops, leaves = {}, {}
 
-    def visit(t):
-        if t._creator is None:
-            leaves[id(t)] = t
-        elif id(t._creator) not in ops:
-            ops[id(t._creator)] = t._creator
-            for parent in t._creator.inputs:
+    def visit(node):
+        if isinstance(node, sg.Tensor):
+            leaves[id(node)] = node
+        elif id(node) not in ops:
+            ops[id(node)] = node
+            for parent in node.parents:
                 visit(parent)
 
-    visit(root)
+    visit(root._creator)
     return ops, leaves
 
 
@@ -40,7 +40,7 @@ def test_trace_of_an_mlp_loss_has_one_node_per_op_and_per_leaf():
     ops, leaves = _recorded(loss)
     assert sum(n.kind == "op" for n in graph.nodes) == len(ops)
     assert sum(n.kind != "op" for n in graph.nodes) == len(leaves)
-    assert len(graph.edges) == sum(len(fn.inputs) for fn in ops.values())
+    assert len(graph.edges) == sum(len(fn.parents) for fn in ops.values())
     labels = "\n".join(n.label for n in graph.nodes)
     for op in ("affine", "rectifier", "logsoftmax", "mean"):
         assert op in labels

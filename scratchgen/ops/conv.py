@@ -190,6 +190,9 @@ class Im2Col(Function):
     Input x (N, C, H, W); output (C·kh·kw, OH·OW·N), laid out as :func:`im2col` returns it.
     """
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, x, kernel_size, stride, padding, dilation, out_size, pad_value=0.0):
         self.geometry, self.out_size = (kernel_size, stride, padding, dilation), out_size
         return im2col(x, *self.geometry, out_size, pad_value=pad_value)
@@ -205,6 +208,9 @@ class Col2Im(Function):
 
     Input cols (C·kh·kw, OH·OW·N); output (N, C, H, W) of ``x_shape``.
     """
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, cols, x_shape, kernel_size, stride, padding, dilation, out_size):
         self.geometry, self.out_size = (kernel_size, stride, padding, dilation), out_size

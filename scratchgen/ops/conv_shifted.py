@@ -230,6 +230,9 @@ class ShiftedConv(Function):
     rather than by an op of its own, which would keep one more output-sized array until the backward.)
     """
 
+    saved_inputs = (0, 1)
+    saves_output = False
+
     def forward(self, x, weight, bias=None, *, geometry):
         self.geometry = g = geometry
         rows, (c, taps) = g.rows(g.frame(x, reuse=True)), (x.shape[1], len(g.taps))
@@ -258,6 +261,9 @@ class ShiftedConvTranspose(Function):
     taps, a product of W₂ᵀ with columns gathered from G at negative offsets. Also the transposed
     convolution, whose bias b (C,) is added in place.
     """
+
+    saved_inputs = (0, 1)
+    saves_output = False
 
     def forward(self, grad_y, weight, bias=None, *, geometry):
         self.geometry = g = geometry
@@ -301,6 +307,9 @@ class ShiftedConvWeight(Function):
     arrays that exist already (no columns are built). Zero at the taps not in use.
     """
 
+    saved_inputs = (0, 1)
+    saves_output = False
+
     def forward(self, x, grad_y, *, geometry):
         self.geometry = g = geometry
         rows, (o, c) = g.rows(g.frame(x, reuse=True)), (grad_y.shape[0], x.shape[1])
@@ -325,6 +334,9 @@ class Crop(Function):
     """The wide output (O, OH·Wf·N) as the convolution's (N, O, OH, OW): a view, dropping the columns
     ow ≥ OW. Its gradient is :class:`Uncrop`."""
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, wide, geometry):
         self.geometry = g = geometry
         (n, _, _, _), (oh, ow) = g.x_shape, g.out_size
@@ -337,6 +349,9 @@ class Crop(Function):
 class Uncrop(Function):
     """An output-shaped y (N, O, OH, OW) in wide form (O, OH·Wf·N), zeros in the extra columns: the
     adjoint of :class:`Crop`, and its gradient."""
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, y, geometry):
         self.geometry = g = geometry

@@ -29,6 +29,9 @@ def logistic(x):
 class Add(Function):
     """d(a + b) = da + db."""
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, a, b):
         return a + b
 
@@ -39,6 +42,9 @@ class Add(Function):
 class Sub(Function):
     """d(a - b) = da - db."""
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, a, b):
         return a - b
 
@@ -48,6 +54,9 @@ class Sub(Function):
 
 class Mul(Function):
     """d(a·b) = b·da + a·db."""
+
+    saved_inputs = None
+    saves_output = False
 
     def forward(self, a, b):
         return a * b
@@ -61,6 +70,9 @@ class Mul(Function):
 class Div(Function):
     """d(a / b) = da / b - (a / b²)·db."""
 
+    saved_inputs = (1,)
+    saves_output = True
+
     def forward(self, a, b):
         return a / b
 
@@ -72,6 +84,9 @@ class Div(Function):
 class Neg(Function):
     """d(-x) = -dx."""
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, x):
         return -x
 
@@ -81,6 +96,9 @@ class Neg(Function):
 
 class PowScalar(Function):
     """d(x^p)/dx = p·x^(p-1), for a constant exponent p."""
+
+    saved_inputs = (0,)
+    saves_output = False
 
     def forward(self, x, exponent):
         self.exponent = exponent
@@ -92,6 +110,9 @@ class PowScalar(Function):
 
 class Pow(Function):
     """d(a^b) = b·a^(b-1)·da + a^b·log(a)·db (the second term needs a > 0)."""
+
+    saved_inputs = None
+    saves_output = True
 
     def forward(self, a, b):
         return a**b
@@ -107,6 +128,9 @@ class Pow(Function):
 class Exp(Function):
     """d/dx exp(x) = exp(x)."""
 
+    saved_inputs = ()
+    saves_output = True
+
     def forward(self, x):
         return xp.exp(x)
 
@@ -116,6 +140,9 @@ class Exp(Function):
 
 class Log(Function):
     """d/dx log(x) = 1 / x."""
+
+    saved_inputs = (0,)
+    saves_output = False
 
     def forward(self, x):
         return xp.log(x)
@@ -127,6 +154,9 @@ class Log(Function):
 class Sqrt(Function):
     """d/dx √x = 1 / (2√x)."""
 
+    saved_inputs = ()
+    saves_output = True
+
     def forward(self, x):
         return xp.sqrt(x)
 
@@ -136,6 +166,9 @@ class Sqrt(Function):
 
 class Abs(Function):
     """d/dx |x| = sign(x) (0 at x = 0)."""
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, x):
         self.sign = xp.sign(x)
@@ -148,6 +181,9 @@ class Abs(Function):
 class HyperbolicTangent(Function):
     """d/dx tanh(x) = 1 - tanh(x)²."""
 
+    saved_inputs = ()
+    saves_output = True
+
     def forward(self, x):
         return xp.tanh(x)
 
@@ -158,6 +194,9 @@ class HyperbolicTangent(Function):
 
 class Logistic(Function):
     """d/dx σ(x) = σ(x)·(1 - σ(x)), with σ(x) = 1 / (1 + e^-x)."""
+
+    saved_inputs = ()
+    saves_output = True
 
     def forward(self, x):
         return logistic(x)
@@ -176,6 +215,10 @@ class Rectifier(Function):
 
     def forward(self, x, negative_slope=0.0):
         self.negative_slope = negative_slope
+        # For 0 ≤ α < 1 the output is positive exactly where x is, so the backward reads the slope off the
+        # output, which the next layer keeps anyway, and the graph need not keep x.
+        self.saves_output = 0 <= negative_slope < 1
+        self.saved_inputs = () if self.saves_output else (0,)
         if negative_slope == 0:
             return xp.maximum(x, 0)
         if 0 < negative_slope < 1:
@@ -192,13 +235,17 @@ class Rectifier(Function):
         return slope
 
     def backward(self, grad):
-        # The slope is made again from the input, which the graph keeps anyway: keeping it from the
-        # forward would hold one more array of the input's size per activation until the backward.
-        return grad * constant(self._slope(self.inputs[0].data))
+        # The slope is made again here: keeping it from the forward would hold one more array of the
+        # input's size per activation until the backward.
+        source = self.output if self.saves_output else self.inputs[0]
+        return grad * constant(self._slope(source.data))
 
 
 class LogOnePlusExp(Function):
     """d/dx log(1 + e^x) = σ(x): the softplus function."""
+
+    saved_inputs = (0,)
+    saves_output = False
 
     def forward(self, x):
         # log(1 + eˣ) = max(x, 0) + log(1 + e^-|x|): e^-|x| ≤ 1 never overflows. (log, not log1p, which is
@@ -211,6 +258,9 @@ class LogOnePlusExp(Function):
 
 class Clip(Function):
     """d/dx clip(x, low, high) = 1 where low ≤ x ≤ high, else 0."""
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, x, low=None, high=None):
         inside = xp.ones(x.shape, dtype=bool)
@@ -227,6 +277,9 @@ class Clip(Function):
 
 class Where(Function):
     """where(c, a, b) takes a where the constant condition c holds, else b; the gradient follows."""
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, a, b, condition):
         self.condition = condition

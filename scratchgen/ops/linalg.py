@@ -19,6 +19,9 @@ def _swap_last(t):
 class MatMul(Function):
     """d(A·B) = dA·B + A·dB, so grad_A = G·Bᵀ and grad_B = Aᵀ·G (batch axes summed by the engine)."""
 
+    saved_inputs = None
+    saves_output = False
+
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul needs arrays of at least one dimension; use * for scalars")
@@ -56,6 +59,9 @@ class Affine(Function):
     nodes, and no gradient is computed for an input that does not need one (the data fed to the first
     layer).
     """
+
+    saved_inputs = (0, 1)
+    saves_output = False
 
     def forward(self, x, weight, bias=None):
         if weight.ndim != 2:

@@ -41,6 +41,9 @@ class BatchNorm(Function):
     Inputs: x (N, C, ...) and, for an affine batch norm, weight γ (C,) and bias β (C,).
     """
 
+    saved_inputs = (0, 1)
+    saves_output = False
+
     def forward(self, x, weight=None, bias=None, running_mean=None, running_var=None, training=True,
                 momentum=0.1, eps=1e-5):
         if x.ndim < 2:

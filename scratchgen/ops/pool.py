@@ -52,6 +52,9 @@ class WindowMax(Function):
     second derivative is 0 there.
     """
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, cols):
         pooled = cols.max(axis=1)
         winners = cols == pooled[:, None, :]
@@ -98,6 +101,9 @@ class UpsampleNearest2d(Function):
     The copy runs in the input's memory order: for an image that a convolution left batch axis last,
     the blocks are built as (C, H, sh, W, sw, N), which copies runs of N numbers, not single ones.
     """
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, x, scale_factor):
         if x.ndim != 4:

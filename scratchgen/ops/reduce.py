@@ -36,6 +36,9 @@ def _expand(grad, shape, axes):
 class Sum(Function):
     """d/dx_i Σ_j x_j = 1: the gradient is copied to every summed element."""
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, x, axis=None, keepdims=False):
         self.axes = _axes(axis, x.ndim)
         return x.sum(axis=self.axes, keepdims=keepdims)
@@ -47,6 +50,9 @@ class Sum(Function):
 
 class Mean(Function):
     """d/dx_i (1/n) Σ_j x_j = 1/n."""
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, x, axis=None, keepdims=False):
         self.axes = _axes(axis, x.ndim)
@@ -62,6 +68,9 @@ class Mean(Function):
 
 class Max(Function):
     """d/dx_i max_j x_j = 1 at the maximum (shared equally between ties), else 0."""
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, x, axis=None, keepdims=False):
         self.axes = _axes(axis, x.ndim)
@@ -79,6 +88,9 @@ class Max(Function):
 class LogSumExp(Function):
     """d/dx_i log Σ_j exp(x_j) = softmax(x)_i = exp(x_i - logsumexp(x))."""
 
+    saved_inputs = (0,)
+    saves_output = True
+
     def forward(self, x, axis=None, keepdims=False):
         self.axes = _axes(axis, x.ndim)
         shift = x.max(axis=self.axes, keepdims=True)  # subtracting the max keeps exp from overflowing
@@ -94,6 +106,9 @@ class LogSumExp(Function):
 
 class LogSoftmax(Function):
     """d log_softmax(x)_i / dx_j = δ_ij - softmax(x)_j, so the gradient is g - softmax·Σg."""
+
+    saved_inputs = ()
+    saves_output = True
 
     def forward(self, x, axis=-1):
         self.axis = axis

@@ -17,6 +17,8 @@ from scratchgen.backend import xp
 class Reshape(Function):
     """The gradient of a reshape is the output gradient reshaped back."""
 
+    saved_inputs = ()
+    saves_output = False
     float_only = False
 
     def forward(self, x, shape):
@@ -29,6 +31,8 @@ class Reshape(Function):
 class Transpose(Function):
     """The gradient of a permutation of axes is the inverse permutation of the output gradient."""
 
+    saved_inputs = ()
+    saves_output = False
     float_only = False
 
     def forward(self, x, axes=None):
@@ -49,6 +53,9 @@ class BroadcastTo(Function):
     of a broadcast shape; the backward therefore returns the output gradient as it is.
     """
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, x, shape):
         # A copy, not NumPy's read-only broadcast view: the result may become a leaf's .grad, which
         # users are free to change in place (gradient clipping).
@@ -67,6 +74,8 @@ def _has_integer_array(index) -> bool:
 class Index(Function):
     """x[index]: the gradient goes back to the selected positions, added up where they repeat."""
 
+    saved_inputs = ()
+    saves_output = False
     float_only = False
 
     def forward(self, x, index):
@@ -79,6 +88,9 @@ class Index(Function):
 
 class IndexScatter(Function):
     """y = zeros(shape) with y[index] += x, the adjoint of :class:`Index`: so grad_x = grad[index]."""
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, x, shape, index):
         self.index = index
@@ -96,6 +108,9 @@ class IndexScatter(Function):
 class Concatenate(Function):
     """The gradient of a concatenation is the output gradient cut back into the pieces."""
 
+    saved_inputs = ()
+    saves_output = False
+
     def forward(self, *arrays, axis=0):
         self.axis = axis % arrays[0].ndim
         self.sizes = [a.shape[self.axis] for a in arrays]
@@ -111,6 +126,9 @@ class Concatenate(Function):
 
 class Stack(Function):
     """The gradient of stacking along a new axis is the output gradient's slices along it."""
+
+    saved_inputs = ()
+    saves_output = False
 
     def forward(self, *arrays, axis=0):
         self.axis = axis % (arrays[0].ndim + 1)
