@@ -2,7 +2,8 @@
 
 Every op applied to a tensor that requires a gradient leaves a record (see :mod:`scratchgen.autograd`):
 the output tensor's ``_creator`` is the :class:`~scratchgen.autograd.Function` that made it, and the
-function keeps its ``inputs``. Following those links back from a loss visits the whole graph. This module
+function's ``parents`` are the ops that made its inputs (or the inputs themselves, for leaves).
+Following those links back from a loss visits the whole graph. This module
 follows them and draws what it finds, so a learner can *see* the graph their code built::
 
     model = MLPClassifier(in_features=20, hidden=(16,), classes=3)
