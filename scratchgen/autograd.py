@@ -198,15 +198,16 @@ class Function:
 
     def _record(self, inputs, result) -> None:
         """Link this op into the graph: its parents, what it keeps of its inputs and of its output."""
-        # (An index past the inputs names an optional input this call did not get: a bias, say.)
-        kept = range(len(inputs)) if self.saved_inputs is None else [i for i in self.saved_inputs if i < len(inputs)]
-        self._saved = {i: inputs[i] for i in kept}
-        self._versions = {i: inputs[i]._version for i in kept}
-        self._meta = tuple((t.shape, t.dtype, t.requires_grad) for t in inputs)
-        self.parents = tuple(graph_node(t) for t in inputs)
+        if self.saved_inputs is None:
+            self._saved = dict(enumerate(inputs))
+        else:  # (an index past the inputs names an optional input this call did not get: a bias, say)
+            self._saved = {i: inputs[i] for i in self.saved_inputs if i < len(inputs)}
+        self._versions = {i: t._version for i, t in self._saved.items()}
+        self._meta = tuple((t._data.shape, t._data.dtype, t.requires_grad) for t in inputs)
+        self.parents = tuple(t if t._creator is None else t._creator for t in inputs)
         self.needs_input_grad = tuple(t.requires_grad for t in inputs)
         self._output_ref = weakref.ref(result)
-        self._output_meta = (result.shape, result.dtype)
+        self._output_meta = (result._data.shape, result._data.dtype)
         if self.saves_output:
             self._output_data = result._data
         result._creator = self
