@@ -107,7 +107,8 @@ def test_initialisers_have_their_stated_spread(name, std):
 def test_activation_modules_match_their_functions(rng):
     x = sg.tensor(rng.normal(size=(4, 5)).astype(np.float32))
     F = nn.functional
-    for module, fn in [(nn.ReLU(), F.relu), (nn.Sigmoid(), F.sigmoid), (nn.Tanh(), F.tanh), (nn.Softplus(), F.softplus)]:
+    for module, fn in [(nn.ReLU(), F.relu), (nn.Sigmoid(), F.sigmoid), (nn.Tanh(), F.tanh), (nn.Softplus(), F.softplus),
+                       (nn.SiLU(), F.silu)]:
         np.testing.assert_array_equal(module(x).numpy(), fn(x).numpy())
     np.testing.assert_array_equal(nn.LeakyReLU(0.2)(x).numpy(), np.where(x.numpy() > 0, x.numpy(), np.float32(0.2) * x.numpy()))
     assert nn.Flatten()(sg.zeros(2, 3, 4)).shape == (2, 12)

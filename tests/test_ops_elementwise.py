@@ -67,6 +67,7 @@ UNARY = {
     "relu": (lambda x: x.relu(), lambda x: np.maximum(x, 0), (-2, 2)),
     "leaky_relu": (lambda x: x.leaky_relu(0.2), lambda x: np.where(x > 0, x, 0.2 * x), (-2, 2)),
     "softplus": (lambda x: x.softplus(), lambda x: np.log1p(np.exp(x)), (-5, 5)),
+    "silu": (lambda x: sg.nn.functional.silu(x), lambda x: x / (1 + np.exp(-x)), (-5, 5)),
     "pow_scalar": (lambda x: x**3, lambda x: x**3, (-2, 2)),
     "pow_half": (lambda x: x**0.5, np.sqrt, (0.2, 3)),
     "clip": (lambda x: x.clip(-0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7), (-2, 2)),
@@ -130,3 +131,13 @@ def test_integer_data_in_a_float_op_says_so():
         ints.exp()
     with pytest.raises(TypeError, match="only floating-point tensors can require gradients"):
         sg.tensor(np.arange(3), requires_grad=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_is_finite_at_extreme_inputs(dtype):
+    x = sg.tensor(np.array([-1000.0, -100.0, 0.0, 100.0, 1000.0], dtype=dtype), requires_grad=True)
+    y = sg.nn.functional.silu(x)
+    y.sum().backward()
+    np.testing.assert_allclose(y.numpy(), [0, 0, 0, 100, 1000], atol=1e-30)
+    np.testing.assert_allclose(x.grad, [0, 0, 0.5, 1, 1], atol=1e-30)  # σ(x)(1 + x(1 - σ(x)))
+    assert y.dtype == dtype and x.grad.dtype == dtype

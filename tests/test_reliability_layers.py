@@ -48,6 +48,7 @@ LAYERS = {
     "Sigmoid": (dict(), (4, 3), None, None),
     "Tanh": (dict(), (4, 3), None, None),
     "Softplus": (dict(), (4, 3), None, None),
+    "SiLU": (dict(), (4, 3), None, None),
 }
 
 CONTAINERS = {  # exported Module classes that are not layers: they hold layers and check nothing themselves

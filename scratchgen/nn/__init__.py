@@ -22,7 +22,7 @@ parameters and float buffers (``p.data = p.data.astype(numpy.float64)``), as the
 
 from scratchgen.nn import functional, init  # noqa: F401
 from scratchgen.nn.layers import (  # noqa: F401
-    Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh, Unflatten,
+    Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid, SiLU, Softplus, Tanh, Unflatten,
 )
 from scratchgen.nn.module import Module, ModuleList, Parameter, Sequential  # noqa: F401
 from scratchgen.nn.conv import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d, Upsample  # noqa: F401

@@ -19,7 +19,7 @@ from scratchgen.ops import conv, pool
 from scratchgen.tensor import Tensor
 
 __all__ = [
-    "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "log_softmax", "softmax", "dropout",
+    "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "silu", "log_softmax", "softmax", "dropout",
     "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss", "gaussian_kl",
     "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "interpolate", "batch_norm",
 ]
@@ -60,6 +60,11 @@ def tanh(x: Tensor) -> Tensor:
 
 def softplus(x: Tensor) -> Tensor:
     return ops.LogOnePlusExp.apply(x)
+
+
+def silu(x: Tensor) -> Tensor:
+    """x·σ(x), the sigmoid-weighted linear unit (PyTorch's ``F.silu``)."""
+    return ops.SigmoidWeightedLinear.apply(x)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:

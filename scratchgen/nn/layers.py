@@ -16,7 +16,7 @@ from scratchgen.nn._checks import check_input, flag, positive_int, positive_ints
 from scratchgen.nn.module import Module, Parameter
 
 __all__ = [
-    "Linear", "Identity", "Flatten", "Unflatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Dropout",
+    "Linear", "Identity", "Flatten", "Unflatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "SiLU", "Dropout",
 ]
 
 
@@ -114,6 +114,14 @@ class Softplus(Module):
     def forward(self, x):
         check_input(self, x, "of any shape")
         return F.softplus(x)
+
+
+class SiLU(Module):
+    """x·σ(x) elementwise (Elfwing et al. 2018), the smooth rectifier of diffusion models' networks."""
+
+    def forward(self, x):
+        check_input(self, x, "of any shape")
+        return F.silu(x)
 
 
 class Dropout(Module):

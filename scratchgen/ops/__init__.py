@@ -17,7 +17,7 @@ at the bottom are the functional forms of the ops that take several tensors.
 
 from scratchgen.ops.elementwise import (  # noqa: F401
     Abs, Add, Clip, Div, Exp, HyperbolicTangent, Log, LogOnePlusExp, Logistic, Mul, Neg, Pow, PowScalar,
-    Rectifier, Sqrt, Sub, Where,
+    Rectifier, SigmoidWeightedLinear, Sqrt, Sub, Where,
 )
 from scratchgen.ops.shape import BroadcastTo, Concatenate, Index, IndexScatter, Reshape, Stack, Transpose  # noqa: F401
 from scratchgen.ops.reduce import LogSoftmax, LogSumExp, Max, Mean, Sum  # noqa: F401

@@ -256,6 +256,27 @@ class LogOnePlusExp(Function):
         return grad * Logistic.apply(self.inputs[0])
 
 
+class SigmoidWeightedLinear(Function):
+    """d/dx x·σ(x) = σ(x)·(1 + x·(1 - σ(x))): the SiLU, or swish.
+
+    silu(x) = x·σ(x), the sigmoid-weighted linear unit of Elfwing et al. (2018) (Ramachandran et al.'s
+    "swish" with β = 1; Hendrycks & Gimpel's GELU is close to it): smooth where the ReLU has a kink, which
+    is why the diffusion models of Ho et al. (2020) use it. The backward makes σ(x) again from x, as an
+    op, so that the derivative can itself be differentiated.
+    """
+
+    saved_inputs = (0,)
+    saves_output = False
+
+    def forward(self, x):
+        return x * logistic(x)
+
+    def backward(self, grad):
+        x, = self.inputs
+        s = Logistic.apply(x)
+        return grad * s * (1 + x * (1 - s))
+
+
 class Clip(Function):
     """d/dx clip(x, low, high) = 1 where low ≤ x ≤ high, else 0."""
 
