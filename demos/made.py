@@ -192,7 +192,7 @@ def toy(args, run) -> dict:
         final["true_test_log_likelihood"] = float(mixture.log_prob(test_x).mean())
         true_density, true_title = mixture.log_prob, "true density"
     else:  # no closed form: a fine histogram of many samples stands in for it
-        true_density = _histogram_log_density(TOYS[args.dataset][0], bounds, args.seed)
+        true_density = plot.histogram_log_density(TOYS[args.dataset][0](400_000, rng=args.seed + 2), bounds)
         true_title = "true density (histogram)"
     plot.density_comparison(true_density, log_density, run.path("density.png"), bounds,
                             titles=(true_title, "MADE density"),
@@ -227,18 +227,6 @@ def _marginals(points, log_densities: dict, bounds, path, grid_size: int = 250) 
     fig.suptitle("marginal densities")
     with atomic_write(path) as file:
         fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
-
-
-def _histogram_log_density(sampler, bounds, seed, grid_size: int = 150, n: int = 400_000):
-    """log p on density_comparison's grid, from a 2-D histogram of ``n`` samples (row 0 at the bottom)."""
-    points = sampler(n, rng=seed + 2)
-    (x0, x1), (y0, y1) = bounds
-    # Bins centred on the grid points that density_comparison evaluates (linspace from edge to edge).
-    step_x, step_y = (x1 - x0) / (grid_size - 1), (y1 - y0) / (grid_size - 1)
-    counts, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=grid_size,
-                                  range=((y0 - step_y / 2, y1 + step_y / 2), (x0 - step_x / 2, x1 + step_x / 2)))
-    with np.errstate(divide="ignore"):
-        return np.log(counts / (n * step_x * step_y))
 
 
 def main(argv=None) -> dict:

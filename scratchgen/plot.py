@@ -12,7 +12,8 @@ Each function draws one kind of picture, writes it atomically (see
 * :func:`manifold`: images decoded from a grid of 2-D latents (Kingma & Welling 2014, fig. 4);
 * :func:`interpolation_strip`: rows of images decoded along paths between two codes;
 * :func:`samples_over_training`: the same noise through the generator at several epochs, a GAN learning
-  over time (after Goodfellow et al. 2014, fig. 2); :func:`scatter_over_training`, the same for 2-D samples.
+  over time (after Goodfellow et al. 2014, fig. 2); :func:`scatter_over_training`, the same for 2-D samples;
+* :func:`histogram_log_density`: a density from many samples, for toys without a closed form.
 
 We use Matplotlib's object-oriented API (``matplotlib.figure.Figure``), not ``pyplot``: a figure made
 this way belongs to no window and no global state, so it needs no display and no backend switch, and
@@ -41,6 +42,7 @@ from scratchgen.train import History
 __all__ = [
     "image_grid", "reconstructions", "loss_curves", "scatter_over_density", "density_comparison",
     "latent_scatter", "manifold", "interpolation_strip", "samples_over_training", "scatter_over_training",
+    "histogram_log_density",
 ]
 
 _PIXELS_PER_INCH = 40  # an MNIST digit becomes about 0.7 inch: readable without huge files
@@ -351,6 +353,28 @@ def scatter_over_training(snapshots, path, log_density=None, bounds=None, grid_s
     for ax in axes[len(clouds):]:
         ax.set_axis_off()
     return _save(fig, path, title)
+
+
+def histogram_log_density(points, bounds, grid_size: int = 150) -> numpy.ndarray:
+    """log p on the (grid_size, grid_size) grid the pictures above draw densities on, from a 2-D histogram
+    of many points: a stand-in for a true density that has no closed form (two moons, a swiss roll).
+
+    Args:
+        points: (n, 2), as many as can be afforded (400,000 draw a smooth picture).
+        bounds: (low, high) or ((x0, x1), (y0, y1)).
+
+    Returns:
+        (grid_size, grid_size) log-densities, row 0 at the bottom (-inf where no point fell), to pass as
+        ``log_density`` to :func:`scatter_over_density` or :func:`density_comparison` with the same bounds.
+    """
+    points = _points(points, "histogram_log_density")
+    (x0, x1), (y0, y1) = _bounds(bounds)
+    # Bins centred on the grid points that the pictures evaluate (linspace from edge to edge).
+    step_x, step_y = (x1 - x0) / (grid_size - 1), (y1 - y0) / (grid_size - 1)
+    counts, _, _ = numpy.histogram2d(points[:, 1], points[:, 0], bins=grid_size,
+                                     range=((y0 - step_y / 2, y1 + step_y / 2), (x0 - step_x / 2, x1 + step_x / 2)))
+    with numpy.errstate(divide="ignore"):
+        return numpy.log(counts / (len(points) * step_x * step_y))
 
 
 def _heatmap(ax, density: numpy.ndarray, bounds) -> None:

@@ -10,3 +10,4 @@ from scratchgen.models.made import GaussianMixtureMADE, MADE  # noqa: F401
 from scratchgen.models.fvsbn import FVSBN, IndependentBernoulli, bits_per_dim  # noqa: F401
 from scratchgen.models.vae import VAE, ConvVAE, DenseVAE, VAELoss, importance_sampled_nll  # noqa: F401
 from scratchgen.models.pixelcnn import PixelCNN  # noqa: F401
+from scratchgen.models.diffusion import DenoisingMLP, Diffusion  # noqa: F401
