@@ -46,6 +46,8 @@ import contextlib
 import functools
 import weakref
 
+import numpy
+
 from scratchgen import backend
 
 __all__ = [
@@ -353,7 +355,9 @@ def _topological_order(roots):
 
 
 def _as_seed(root, seed, caller: str):
-    """The gradient that starts the walk at ``root``: ones for one element, else ``seed`` checked."""
+    """The gradient that starts the walk at ``root``: ones for one element, else ``seed`` checked.
+
+    A list or number is made an array of the active backend; an array of the other device is refused."""
     if not isinstance(root, Tensor):
         raise TypeError(f"{caller}: expected a Tensor to differentiate, got {type(root).__name__}")
     if not root.requires_grad:
@@ -368,6 +372,14 @@ def _as_seed(root, seed, caller: str):
                 f"{root.shape}; pass a gradient of that shape"
             )
         return Tensor(backend.xp.ones_like(root.data))
+    data = seed.data if isinstance(seed, Tensor) else seed
+    if hasattr(data, "shape") and not isinstance(data, numpy.generic) and not backend.is_array(data):
+        # As PyTorch does, an array from another device is refused rather than copied over quietly.
+        raise backend.BackendError(
+            f"{caller}: the gradient given is on {backend.device_of(data)} but the active backend is "
+            f"{backend.get_backend()} (the tensor is on {backend.device_of(root.data)}); move it there first "
+            "with scratchgen.tensor(scratchgen.backend.to_numpy(gradient))"
+        )
     if not isinstance(seed, Tensor):
         seed = Tensor(backend.asarray(seed, dtype=root.dtype))
     if seed.shape != root.shape:
@@ -492,6 +504,7 @@ def backward(root, grad=None, create_graph: bool = False) -> None:
         RuntimeError: root does not require grad, or needs an explicit ``grad``; a backward returned the
             wrong number of gradients; a tensor was changed in place after an op used it.
         ValueError, TypeError: ``grad``, or a gradient some op returned, has the wrong shape or dtype.
+        BackendError: ``grad`` is an array of another device than the active backend's.
     """
     seed = _as_seed(root, grad, "backward")
     found = _backpropagate([root], [seed], create_graph)
@@ -522,13 +535,14 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, allow_u
     Raises:
         RuntimeError: an input does not influence the outputs and ``allow_unused`` is False, or an
             output does not require grad.
+        BackendError: a gradient in ``grad_outputs`` is an array of another device than the active backend's.
     """
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None:
         grad_outputs = [None] * len(outputs)
-    elif isinstance(grad_outputs, Tensor) or backend.is_array(grad_outputs):
-        grad_outputs = [grad_outputs]  # one seed for one output
+    elif isinstance(grad_outputs, Tensor) or hasattr(grad_outputs, "shape"):
+        grad_outputs = [grad_outputs]  # one seed (an array of either device) for one output
     grad_outputs = list(grad_outputs)
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: {len(outputs)} output(s) but {len(grad_outputs)} grad_outputs")

@@ -15,13 +15,14 @@ This follows Chainer's ``get_array_module`` and needle's environment-variable ba
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import numpy
 
 __all__ = [
-    "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of",
-    "manual_seed", "rng", "get_rng_state", "set_rng_state", "scatter_add",
+    "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of", "scalar",
+    "manual_seed", "rng", "fork_rng", "get_rng_state", "set_rng_state", "scatter_add",
     "as_strided", "synchronize", "BackendError", "DEFAULT_DTYPE",
 ]
 
@@ -155,6 +156,31 @@ def to_numpy(x) -> numpy.ndarray:
     return numpy.asarray(x)
 
 
+def scalar(value, dtype=None):
+    """A 0-d array of the active backend holding the Python number ``value``, made once and then reused.
+
+    ``x * 2.0`` needs 2.0 as an array. Making a new one on every call would copy a number to the GPU
+    each time (a small transfer that waits for the host), so the last few hundred are kept, keyed by
+    backend, dtype and the value's bytes (so -0.0 and 0.0 stay apart). Shared arrays must never be
+    written into: on NumPy they are read-only, so an op that tried would fail in the tests; CuPy arrays
+    have no such flag.
+
+    Args:
+        value: a Python (or NumPy) number. dtype: its dtype; None infers it as ``numpy.asarray`` does.
+    """
+    host = numpy.asarray(value, dtype=dtype)
+    return _cached_scalar(_state.name, host.dtype.str, host.tobytes())
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_scalar(name: str, dtype: str, payload: bytes):
+    array = _state.module.asarray(numpy.frombuffer(payload, dtype=dtype).reshape(()))
+    if name == "numpy":
+        array = array.copy()
+        array.flags.writeable = False
+    return array
+
+
 def synchronize() -> None:
     """Wait for queued GPU work to finish (for timing); nothing to wait for on NumPy."""
     if _state.name == "cupy":
@@ -179,6 +205,25 @@ def rng():
     return _state.generator
 
 
+@contextlib.contextmanager
+def fork_rng(seed: int):
+    """Draw from a generator of its own, seeded with ``seed``, inside a ``with`` block; then give the
+    caller's generator back exactly as it was, on either backend.
+
+    PyTorch's ``torch.random.fork_rng()`` followed by ``manual_seed(seed)``, in one call. Nothing is
+    copied or re-seeded on the way out: the caller's generator object is put aside during the block and
+    put back after it, so draws after the block continue the caller's stream (CuPy's generator state
+    cannot be saved, but it need not be), and the seed :func:`manual_seed` remembered for a later
+    :func:`set_backend` is the caller's again.
+    """
+    saved = _state.generator, _state.seed
+    manual_seed(seed)
+    try:
+        yield
+    finally:
+        _state.generator, _state.seed = saved
+
+
 def get_rng_state() -> dict:
     """The generator's state as plain JSON-ready data, for checkpoints (NumPy backend only)."""
     if _state.name != "numpy":
@@ -197,13 +242,33 @@ def set_rng_state(state: dict) -> None:
 
 
 def scatter_add(target, indices, values) -> None:
-    """``target[indices] += values`` where repeated indices add up (NumPy's ``add.at``), in place."""
+    """``target[indices] += values`` where repeated indices add up (NumPy's ``add.at``), in place.
+
+    On CuPy this is :func:`_scatter_add_by_bincount`, not CuPy's own ``cupyx.scatter_add`` (nor
+    ``cupy.add.at``, which runs the same kernel): its documentation lists float32, int32, uint32 and
+    uint64 as the types it supports with integer-array indices, and the gradient checks run in float64.
+    ``bincount`` takes weights of any real dtype and sums them in float64, on both libraries.
+    """
     if _state.name == "numpy":
         numpy.add.at(target, indices, values)
     else:
-        import cupyx
+        _scatter_add_by_bincount(_state.module, target, indices, values)
 
-        cupyx.scatter_add(target, indices, values)
+
+def _scatter_add_by_bincount(xp, target, indices, values) -> None:
+    """``target[indices] += values`` with repeats adding up, for any floating dtype, with array module ``xp``.
+
+    Number the elements of ``target`` 0, 1, 2, ... and index those numbers as ``target`` would be
+    indexed: that gives, for every element of ``target[indices]``, its flat position in ``target``, for
+    any mix of slices, integer arrays (negative or repeated), masks and new axes. ``bincount`` with the
+    values as weights then sums the values that land on each position, in float64 whatever the dtype.
+    It costs two scratch arrays of ``target.size`` elements, which NumPy's ``add.at`` does not need, so
+    NumPy keeps ``add.at``; the tests run this function with NumPy against it.
+    """
+    positions = xp.arange(target.size).reshape(target.shape)[indices]
+    weights = xp.broadcast_to(xp.asarray(values), positions.shape)
+    sums = xp.bincount(positions.reshape(-1), weights=weights.reshape(-1), minlength=target.size)
+    target += sums.reshape(target.shape).astype(target.dtype, copy=False)
 
 
 def as_strided(array, shape, strides):

@@ -29,7 +29,6 @@ on the training split) and caches its weights, keyed by a hash of its configurat
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -151,8 +150,9 @@ def mnist_classifier(dataset: str = "embedded", epochs: int = JUDGE_EPOCHS, batc
     as ``mnist_classifier_<hash>.npz`` in ``cache_dir``; later calls with the same configuration load
     them. The hash covers the architecture (the model's ``repr``) and every argument that changes the
     weights, so a changed classifier is retrained rather than loaded. Training uses its own seed and
-    leaves scratchgen's random stream as it found it (on NumPy), so a demo draws the same samples
-    whether the judge was trained or loaded.
+    leaves scratchgen's random stream as it found it, on either backend (see
+    :func:`scratchgen.backend.fork_rng`), so a demo draws the same samples whether the judge was trained
+    or loaded.
 
     Args:
         dataset: the :func:`~scratchgen.data.load_mnist` dataset to train and test on.
@@ -168,7 +168,7 @@ def mnist_classifier(dataset: str = "embedded", epochs: int = JUDGE_EPOCHS, batc
     from scratchgen.data import default_cache_dir, load_mnist
     from scratchgen.models.classifier import ConvClassifier, accuracy, train_classifier
 
-    with _own_random_stream(seed):  # initialising the model draws random numbers too
+    with backend.fork_rng(seed):  # initialising the model draws random numbers too
         model = ConvClassifier()
         config = {"model": repr(model), "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                   "seed": seed, "train_subset": train_subset}
@@ -190,19 +190,6 @@ def mnist_classifier(dataset: str = "embedded", epochs: int = JUDGE_EPOCHS, batc
     if verbose:
         print(f"judge: trained a ConvClassifier, test accuracy {test_accuracy:.4f}, saved to {path}", flush=True)
     return model.eval(), test_accuracy
-
-
-@contextlib.contextmanager
-def _own_random_stream(seed: int):
-    """Draw from scratchgen's generator seeded with ``seed`` in the block, then give the caller's stream
-    back where it was (on NumPy; CuPy's state cannot be saved, so there it is simply re-seeded)."""
-    saved = backend.get_rng_state() if backend.get_backend() == "numpy" else None
-    backend.manual_seed(seed)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            backend.set_rng_state(saved)
 
 
 def classifier_outputs(classifier, images, batch_size: int = 500):

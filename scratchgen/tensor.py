@@ -137,9 +137,9 @@ class Tensor:
         """Wrap a number or array as a constant tensor of this tensor's dtype when it is floating point."""
         if isinstance(other, Tensor):
             return other
-        if isinstance(other, numbers.Number):
+        if isinstance(other, numbers.Number):  # a shared 0-d array, not a new copy to the device per call
             dtype = self.dtype if self.dtype.kind == "f" else None
-            return Tensor(backend.xp.asarray(other, dtype=dtype))
+            return Tensor(backend.scalar(other, dtype=dtype))
         return Tensor(other)  # an array: Function.apply checks its device
 
     def __add__(self, other):

@@ -69,3 +69,50 @@ def last_json_line(capsys) -> dict:
     import json
 
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+class NoHostReads(np.ndarray):
+    """A NumPy array that refuses the reads which, on a GPU, copy a value to the host and wait for it:
+    ``int()``, ``float()``, ``bool()``, ``.item()``, ``.tolist()``. Results computed from it stay of this
+    type, so a test can show that a code path never reads its values back (``a.view(NoHostReads)``)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("a host read of a device value (int, float, bool, item or tolist)")
+
+    __int__ = __float__ = __index__ = __bool__ = item = tolist = _refuse
+
+
+class CuPyLikeArray:
+    """What a CuPy array looks like from the host, for tests without a GPU: ``numpy.asarray(a)`` raises
+    TypeError with CuPy's message, ``a.get()`` returns a NumPy copy; shape, dtype, indexing, ``astype``
+    and division work (NumPy underneath), each result again a CuPyLikeArray."""
+
+    __module__ = "cupy._core.core"  # so that backend.device_of names it as it names a CuPy array
+    __array_priority__ = 100  # NumPy defers to its operators, as it does to CuPy's
+
+    def __init__(self, array):
+        self._array = np.asarray(array)
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
+                        "Please use `.get()` to construct a NumPy array explicitly.")
+
+    def get(self):
+        return self._array.copy()
+
+    shape = property(lambda self: self._array.shape)
+    dtype = property(lambda self: self._array.dtype)
+    ndim = property(lambda self: self._array.ndim)
+    size = property(lambda self: self._array.size)
+
+    def __len__(self):
+        return len(self._array)
+
+    def __getitem__(self, index):
+        return CuPyLikeArray(self._array[index])
+
+    def astype(self, dtype, copy=True):
+        return CuPyLikeArray(self._array.astype(dtype, copy=copy))
+
+    def __truediv__(self, other):
+        return CuPyLikeArray(self._array / other)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import scratchgen as sg
-from conftest import t64
+from conftest import CuPyLikeArray, t64
 
 
 def test_a_tensor_used_twice_gets_the_sum_of_both_uses():
@@ -114,6 +114,41 @@ def test_mixing_a_gpu_array_into_a_cpu_graph_names_both_devices():
 
     with pytest.raises(sg.backend.BackendError, match=r"add: input 1 is on gpu \(cupy\) but the active backend is numpy"):
         sg.ops.Add.apply(sg.tensor([1.0, 2.0]), sg.Tensor(FakeCupyArray()))
+
+
+def test_a_seed_gradient_from_the_other_device_is_refused_naming_both():
+    """PyTorch refuses a gradient on another device; so does backward, instead of copying it quietly."""
+    y = sg.tensor([1.0, 2.0], requires_grad=True) * 3.0
+    with pytest.raises(sg.backend.BackendError, match=r"backward: the gradient given is on gpu \(cupy\) but the "
+                                                      r"active backend is numpy \(the tensor is on cpu \(numpy\)\)"):
+        y.backward(CuPyLikeArray(np.ones(2, dtype=np.float32)))
+    with pytest.raises(sg.backend.BackendError, match="grad: the gradient given is on gpu"):
+        sg.grad(y, y, grad_outputs=CuPyLikeArray(np.ones(2, dtype=np.float32)))
+
+
+def test_a_numpy_seed_gradient_on_the_cupy_backend_is_refused_naming_both(monkeypatch):
+    """The CuPy side of the test above, without a GPU: the backend's state is made to say that the active
+    backend is "cupy" and that its arrays are of another type, so NumPy arrays are the other device's (as
+    they are on CuPy). Before, backend.asarray copied the NumPy gradient over without a word."""
+
+    class DeviceArray:  # the active backend's array type; no NumPy array is one
+        pass
+
+    y = sg.tensor([1.0, 2.0], requires_grad=True) * 3.0
+    monkeypatch.setattr(sg.backend._state, "name", "cupy")
+    monkeypatch.setattr(sg.backend._state, "array_type", DeviceArray)
+    with pytest.raises(sg.backend.BackendError, match=r"the gradient given is on cpu \(numpy\) but the active "
+                                                      r"backend is cupy"):
+        y.backward(np.ones(2, dtype=np.float32))
+
+
+def test_a_seed_gradient_given_as_a_list_or_a_numpy_scalar_is_still_taken():
+    y = sg.tensor([1.0, 2.0], requires_grad=True)
+    (y * 3.0).backward([1.0, 0.5])
+    np.testing.assert_array_equal(y.grad, [3.0, 1.5])
+    z = sg.tensor(2.0, requires_grad=True)
+    (z * z).backward(np.float32(1.0))
+    assert z.grad == 4.0
 
 
 # ------------------------------------------------------------------ the engine checks what ops return

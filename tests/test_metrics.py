@@ -113,3 +113,22 @@ def test_mnist_judge_is_trained_once_then_loaded_and_keeps_the_random_stream(tmp
     scores = metrics.classifier_scores(model, images[:100], images[100:300])
     assert set(scores) == {"class_shares", "inception_score", "frechet_distance"}
     assert len(scores["class_shares"]) == 10 and 1 <= scores["inception_score"] <= 10
+
+
+@pytest.mark.parametrize("claimed_backend", ["numpy", "cupy"])
+def test_the_mnist_judge_leaves_the_callers_stream_and_seed_alone_on_either_backend(tmp_path, monkeypatch,
+                                                                                    claimed_backend):
+    """Training the judge draws from its own seed; afterwards the caller's stream continues where it was,
+    and the seed that set_backend re-seeds from is still the caller's (manual_seed inside the judge used to
+    overwrite it). For "cupy", get_backend is made to answer "cupy" (the arrays stay NumPy): the judge
+    used to save and restore the stream only when the answer was "numpy"."""
+    monkeypatch.setattr(sg.backend, "get_backend", lambda: claimed_backend)
+    sg.manual_seed(123)
+    first = sg.randn(3).numpy()
+    uninterrupted = sg.randn(3).numpy()
+    sg.manual_seed(123)
+    sg.randn(3)
+    metrics.mnist_classifier(epochs=1, train_subset=64, cache_dir=tmp_path)
+    np.testing.assert_array_equal(sg.randn(3).numpy(), uninterrupted)
+    sg.set_backend("numpy")  # re-seeds with the remembered seed
+    np.testing.assert_array_equal(sg.randn(3).numpy(), first)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import scratchgen as sg
-from conftest import t64
+from conftest import NoHostReads, t64
 
 F = sg.nn.functional
 
@@ -66,6 +66,22 @@ def test_cross_entropy_rejects_bad_labels():
         F.cross_entropy(logits, np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match=r"expected logits \(N, C\) and labels \(N,\)"):
         F.cross_entropy(logits, np.array([0, 1]))
+
+
+def test_cross_entropy_reads_no_device_label_back_and_makes_a_bad_labels_loss_nan(monkeypatch, rng):
+    """Labels on the GPU are not read back to be range-checked (that waits for the GPU on every step).
+    Without a GPU: cross_entropy is told the labels are on the device, and they are an array that refuses
+    every host read (int(labels.min()) used to be one); a label out of range must then give NaN, not the
+    0 that its all-zero one-hot row would, and the other examples their usual loss."""
+    monkeypatch.setattr(F, "_on_device", lambda labels: True, raising=False)
+    logits = sg.tensor(rng.standard_normal((3, 4)).astype(np.float32))
+    losses = F.cross_entropy(logits, np.array([0, 4, 1]).view(NoHostReads), reduction="none")
+    values = np.asarray(losses.data)
+    assert np.isnan(values[1])
+    good = F.cross_entropy(sg.tensor(logits.numpy()[[0, 2]]), np.array([0, 1]), reduction="none").numpy()
+    np.testing.assert_allclose(values[[0, 2]], good, rtol=1e-6)
+    valid = F.cross_entropy(logits, np.array([0, 3, 1]).view(NoHostReads), reduction="none")
+    assert np.all(np.isfinite(np.asarray(valid.data)))
 
 
 def test_mse_loss(rng):

@@ -6,7 +6,7 @@ the running statistics against PyTorch's update rule written out in NumPy, and t
 
 import numpy as np
 import pytest
-from conftest import t64
+from conftest import NoHostReads, t64
 
 import scratchgen as sg
 from scratchgen import nn
@@ -100,6 +100,19 @@ def test_momentum_none_keeps_a_plain_average_of_the_batches(rng):
         layer(sg.tensor(x))
     average = np.mean([x.mean(axis=0) for x in batches], axis=0)
     np.testing.assert_allclose(layer.running_mean.numpy(), average, rtol=1e-5)
+
+
+def test_momentum_none_does_not_read_the_batch_counter_back_to_the_host(rng):
+    """int(num_batches_tracked) waits for the GPU on every training step. The counter here is an array
+    that refuses every host read; the plain average must come out as before."""
+    layer = nn.BatchNorm1d(2, momentum=None)
+    layer.num_batches_tracked.data = layer.num_batches_tracked.data.view(NoHostReads)
+    batches = [rng.standard_normal((8, 2)).astype(np.float32) + i for i in range(3)]
+    for x in batches:
+        layer(sg.tensor(x))
+    average = np.mean([x.mean(axis=0) for x in batches], axis=0)
+    np.testing.assert_allclose(layer.running_mean.numpy(), average, rtol=1e-5)
+    assert layer.running_mean.dtype == np.float32
 
 
 def test_evaluation_mode_uses_the_running_statistics(rng):

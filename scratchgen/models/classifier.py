@@ -7,7 +7,9 @@ probabilities and its penultimate features, so both models expose ``features(x)`
 
 from __future__ import annotations
 
-from scratchgen import nn
+import numpy
+
+from scratchgen import backend, nn
 
 __all__ = ["MLPClassifier", "ConvClassifier", "train_classifier", "predict_proba", "accuracy", "image_batch"]
 
@@ -84,8 +86,9 @@ def train_classifier(model: nn.Module, images, labels, epochs: int = 10, batch_s
 
     Args:
         model: maps float images (N, 1, 28, 28) in [0, 1] to logits (N, classes).
-        images: host array (N, 28, 28) or (N, 1, 28, 28), uint8 (scaled to [0, 1] here) or float.
-        labels: host integer array (N,).
+        images: array (N, 28, 28) or (N, 1, 28, 28), uint8 (scaled to [0, 1] here) or float, on the host
+            or on the device (CuPy); device data stay there, and the batches are cut from them there.
+        labels: integer array (N,), on the host or the device.
         on_epoch: optional callback ``on_epoch(epoch, mean_train_loss)``.
 
     Returns:
@@ -99,7 +102,9 @@ def train_classifier(model: nn.Module, images, labels, epochs: int = 10, batch_s
     from scratchgen.nn import functional as F
     from scratchgen.train import check_finite
 
-    loader = DataLoader(image_batch(images), labels, batch_size=batch_size, shuffle=True, seed=seed)
+    images = image_batch(images)
+    on_device = not isinstance(images, numpy.ndarray)  # then batches are cut on the GPU, not copied over
+    loader = DataLoader(images, labels, batch_size=batch_size, shuffle=True, seed=seed, device=on_device)
     opt = optim.Adam(model.parameters(), lr=lr)
     model.train()
     for epoch in range(1, epochs + 1):
@@ -115,34 +120,36 @@ def train_classifier(model: nn.Module, images, labels, epochs: int = 10, batch_s
     return model.eval()
 
 
-def predict_proba(model: nn.Module, images, batch_size: int = 500):
-    """Class probabilities (N, classes) as a host array, in eval mode and without recording a graph."""
-    import numpy
+def predict_proba(model: nn.Module, images, batch_size: int = 500) -> numpy.ndarray:
+    """Class probabilities (N, classes) as a host array, in eval mode and without recording a graph.
 
+    ``images`` may be on the host or the device (see :func:`image_batch`)."""
     from scratchgen.autograd import no_grad
     from scratchgen.data import DataLoader
     from scratchgen.nn import functional as F
 
     model.eval()
+    images = image_batch(images)
     rows = []
     with no_grad():
-        for (x,) in DataLoader(image_batch(images), batch_size=batch_size):
+        for (x,) in DataLoader(images, batch_size=batch_size, device=not isinstance(images, numpy.ndarray)):
             rows.append(F.softmax(model(x), axis=1).numpy())
     return numpy.concatenate(rows)
 
 
 def accuracy(model: nn.Module, images, labels) -> float:
-    """Share of ``images`` whose most probable class is the label."""
-    return float((predict_proba(model, images).argmax(axis=1) == labels).mean())
+    """Share of ``images`` whose most probable class is the label (either on the host or the device)."""
+    return float((predict_proba(model, images).argmax(axis=1) == backend.to_numpy(labels)).mean())
 
 
 def image_batch(images):
     """Digits as the classifiers read them: (N, 28, 28) or (N, 1, 28, 28), uint8 in 0..255 or floats in
-    [0, 1], on the host -> (N, 1, 28, 28) float32 in [0, 1]."""
-    import numpy
-
+    [0, 1] -> (N, 1, 28, 28) float32 in [0, 1], where they were: a host array stays on the host, a CuPy
+    array on the GPU (it is never converted with ``numpy.asarray``, which CuPy refuses). A list becomes a
+    host array."""
     from scratchgen.data import to_float
 
-    images = numpy.asarray(images)
+    if not hasattr(images, "dtype"):
+        images = numpy.asarray(images)
     images = to_float(images) if images.dtype == numpy.uint8 else images.astype(numpy.float32, copy=False)
     return images[:, None] if images.ndim == 3 else images

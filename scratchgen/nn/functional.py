@@ -13,6 +13,8 @@ Settings (strides, paddings, p) are checked as the layers check them, with :mod:
 
 from __future__ import annotations
 
+import numpy
+
 from scratchgen import backend, ops
 from scratchgen.nn._checks import check_dtype, int_pair, real_number
 from scratchgen.ops import conv, pool
@@ -127,11 +129,22 @@ def binary_cross_entropy_with_logits(logits: Tensor, target, reduction: str = "m
 def cross_entropy(logits: Tensor, labels, reduction: str = "mean") -> Tensor:
     """Categorical negative log-likelihood -log softmax(x)[y] from logits and integer class labels.
 
+    Labels on the host (a NumPy array or a list, and every label on the NumPy backend) are checked
+    there before they are used. Labels already on the GPU are not read back to be checked, which would
+    make every step wait for the GPU: an out-of-range one makes its example's loss NaN instead, so a
+    training loop stops at its next finiteness check (PyTorch's CUDA kernel stops at a device-side assert).
+
     Args:
         logits: (N, C). labels: (N,) integers in [0, C), as a Tensor or array.
         reduction: "mean" over the batch, "sum", or "none" for one loss per example.
+
+    Raises:
+        ValueError: wrong shapes, or host labels outside [0, C). TypeError: labels are not integers.
     """
-    labels = labels.data if isinstance(labels, Tensor) else backend.asarray(labels)
+    labels = labels.data if isinstance(labels, Tensor) else labels
+    on_device = _on_device(labels)
+    if not on_device:
+        labels = numpy.asarray(backend.to_numpy(labels))
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise ValueError(
             f"cross_entropy: expected logits (N, C) and labels (N,), got {logits.shape} and {tuple(labels.shape)}"
@@ -139,11 +152,20 @@ def cross_entropy(logits: Tensor, labels, reduction: str = "mean") -> Tensor:
     if labels.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
     classes = logits.shape[1]
+    if not on_device:
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            raise ValueError(f"cross_entropy: labels must lie in [0, {classes}), got values from {labels.min()} to {labels.max()}")
+        labels = backend.asarray(labels)
     one_hot = (labels[:, None] == backend.xp.arange(classes)[None, :]).astype(logits.dtype)
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        raise ValueError(f"cross_entropy: labels must lie in [0, {classes}), got values from {int(labels.min())} to {int(labels.max())}")
     nll = -(log_softmax(logits, axis=1) * Tensor(one_hot)).sum(axis=1)
+    if on_device:  # an out-of-range label has a row of zeros in one_hot, a loss of 0: make it NaN
+        nll = nll + Tensor(backend.xp.where(one_hot.any(axis=1), 0, numpy.nan).astype(nll.dtype))
     return _reduce(nll, reduction, "cross_entropy", logits.shape)
+
+
+def _on_device(array) -> bool:
+    """True for an array on the GPU (CuPy), whose values are not read back for a check on every call."""
+    return backend.get_backend() != "numpy" and backend.is_array(array)
 
 
 def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
@@ -252,7 +274,8 @@ def batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None = Non
             place; in evaluation mode they are used instead of the batch statistics.
         weight, bias: γ and β, (C,) each, or both None.
         training: normalise with the batch's statistics (True) or the running ones (False).
-        momentum: α in running ← (1-α)·running + α·batch. eps: ε added to the variance.
+        momentum: α in running ← (1-α)·running + α·batch, a number or a 0-d array of the backend.
+            eps: ε added to the variance.
     """
     if (weight is None) != (bias is None):
         raise ValueError("batch_norm: give both weight and bias, or neither")

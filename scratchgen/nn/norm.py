@@ -56,7 +56,8 @@ class _BatchNorm(Module):
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
             if momentum is None:  # PyTorch's option: a plain average over all batches seen so far
-                momentum = 1.0 / int(self.num_batches_tracked.data)
+                # 1/count as a 0-d array on the counter's device: int() would wait for the GPU every step
+                momentum = (1.0 / self.num_batches_tracked.data).astype(self.running_mean.dtype)
         running = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
         try:
             return F.batch_norm(x, *running, self.weight, self.bias, training=use_batch_statistics,
