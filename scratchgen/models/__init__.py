@@ -11,3 +11,4 @@ from scratchgen.models.fvsbn import FVSBN, IndependentBernoulli, bits_per_dim  #
 from scratchgen.models.vae import VAE, ConvVAE, DenseVAE, VAELoss, importance_sampled_nll  # noqa: F401
 from scratchgen.models.pixelcnn import PixelCNN  # noqa: F401
 from scratchgen.models.diffusion import DenoisingMLP, Diffusion  # noqa: F401
+from scratchgen.models.rbm import RBM, ContrastiveDivergence  # noqa: F401
