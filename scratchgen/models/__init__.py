@@ -12,3 +12,4 @@ from scratchgen.models.vae import VAE, ConvVAE, DenseVAE, VAELoss, importance_sa
 from scratchgen.models.pixelcnn import PixelCNN  # noqa: F401
 from scratchgen.models.diffusion import DenoisingMLP, Diffusion  # noqa: F401
 from scratchgen.models.rbm import RBM, ContrastiveDivergence  # noqa: F401
+from scratchgen.models.flow import MAF, AffineCoupling, Bijection, Flow, MAFLayer, RealNVP  # noqa: F401
