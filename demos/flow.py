@@ -32,7 +32,7 @@ import numpy as np
 from scratchgen import data, experiment, no_grad, optim, plot, tensor
 from scratchgen.data import DataLoader
 from scratchgen.models.flow import MAF, RealNVP
-from scratchgen.train import check_finite
+from scratchgen.train import minimise_epoch
 
 TOYS = {  # name: (sampler, its exact mixture if it has one)
     "ring8": (data.ring8, data.ring8_mixture()),
@@ -88,18 +88,10 @@ def main(argv=None) -> dict:
     start = run.resume(model=flow, optimizer=opt, loader=loader)
     with run.training():
         for epoch in range(start, args.epochs + 1):
-            total, seen = 0.0, 0
-            bar = run.progress(loader, epoch)
-            for step, (z,) in enumerate(bar, start=1):
-                opt.zero_grad()
-                loss = -flow.log_prob(z).mean()
-                value = check_finite(loss, epoch=epoch, step=step)
-                loss.backward()
-                opt.step()
-                total, seen = total + value * len(z), seen + len(z)
-                bar.set(nll=total / seen)
+            train_nll = minimise_epoch(lambda z: -flow.log_prob(z).mean(), run.progress(loader, epoch), opt, epoch,
+                                       metric="nll")
             test = mean_log_likelihood(flow, (test_x - mean) / scale) - log_jacobian
-            run.log_epoch(epoch, train_log_likelihood=-total / seen - log_jacobian, test_log_likelihood=test)
+            run.log_epoch(epoch, train_log_likelihood=-train_nll - log_jacobian, test_log_likelihood=test)
             run.save_checkpoint(epoch)
     final = {"test_log_likelihood": run.history.last["test_log_likelihood"], "train_wall_time_s": run.elapsed}
 

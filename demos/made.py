@@ -38,7 +38,7 @@ from scratchgen import backend, data, experiment, no_grad, optim, plot, tensor
 from scratchgen.checkpoint import atomic_write
 from scratchgen.data import DataLoader, binarize, load_mnist
 from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
-from scratchgen.train import check_finite
+from scratchgen.train import check_finite, minimise_epoch
 
 IMAGE_DATASETS = ("embedded", "mnist", "fashion_mnist")
 TOYS = {  # name: (sampler, its exact mixture if it has one)
@@ -101,19 +101,14 @@ def train(model, train_x, run, args, evaluate) -> None:
     start = run.resume(model=model, optimizer=opt, loader=loader)
     with run.training():
         for epoch in range(start, args.epochs + 1):
-            total, seen = 0.0, 0
-            bar = run.progress(loader, epoch)
-            for step, (x,) in enumerate(bar, start=1):
-                opt.zero_grad()
-                loss = -model.log_prob(x).mean()
-                value = check_finite(loss, epoch=epoch, step=step)
-                loss.backward()
-                opt.step()
+
+            def resample(step, epoch=epoch):
                 if ((epoch - 1) * len(loader) + step) % args.resample_every == 0:  # steps counted over the run
                     model.next_masks()
-                total, seen = total + value * len(x), seen + len(x)
-                bar.set(nll=total / seen)
-            run.log_epoch(epoch, train_nll_nats=total / seen, **evaluate())
+
+            train_nll = minimise_epoch(lambda x: -model.log_prob(x).mean(), run.progress(loader, epoch), opt, epoch,
+                                       metric="nll", after_step=resample)
+            run.log_epoch(epoch, train_nll_nats=train_nll, **evaluate())
             run.save_checkpoint(epoch)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from scratchgen import experiment, no_grad, optim, plot, tensor
 from scratchgen.data import DataLoader, binarize, load_mnist
 from scratchgen.models import PixelCNN, bits_per_dim
-from scratchgen.train import check_finite
+from scratchgen.train import minimise_epoch
 
 
 def parse_args(argv=None):
@@ -65,18 +65,10 @@ def main(argv=None) -> dict:
     start = run.resume(model=model, optimizer=opt, loader=loader)
     with run.training():
         for epoch in range(start, args.epochs + 1):
-            total, seen = 0.0, 0
-            bar = run.progress(loader, epoch)
-            for step, (x,) in enumerate(bar, start=1):
-                opt.zero_grad()
-                loss = -model.log_prob(x).mean()
-                value = check_finite(loss, epoch=epoch, step=step)
-                loss.backward()
-                opt.step()
-                total, seen = total + value * len(x), seen + len(x)
-                bar.set(nll=total / seen)
+            train_nll = minimise_epoch(lambda x: -model.log_prob(x).mean(), run.progress(loader, epoch), opt, epoch,
+                                       metric="nll")
             test_nll = negative_log_likelihood(model, test_x)
-            run.log_epoch(epoch, train_nll_nats=total / seen, test_nll_nats=test_nll,
+            run.log_epoch(epoch, train_nll_nats=train_nll, test_nll_nats=test_nll,
                           bits_per_dim=bits_per_dim(test_nll, dims))
             run.save_checkpoint(epoch)
     final = {name: value for name, value in run.history.last.items() if name != "epoch"}

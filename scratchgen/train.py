@@ -30,7 +30,7 @@ import math
 import sys
 import time
 
-__all__ = ["ProgressBar", "History", "EarlyStopping", "Diverged", "check_finite"]
+__all__ = ["ProgressBar", "History", "EarlyStopping", "Diverged", "check_finite", "minimise_epoch"]
 
 
 def as_number(value):
@@ -84,6 +84,41 @@ def check_finite(loss, *, epoch: int, step: int, name: str = "loss") -> float:
     if not math.isfinite(value):
         raise Diverged(f"{name} is {value}", epoch=epoch, step=step)
     return value
+
+
+def minimise_epoch(loss_of, batches, optimizer, epoch: int, metric: str = "loss", after_step=None) -> float:
+    """One epoch of gradient steps on ``loss_of(*batch)``, each checked by :func:`check_finite` before its
+    backward; returns the epoch's mean loss per example.
+
+    The loop every maximum-likelihood demo runs (MADE, PixelCNN, the flows)::
+
+        train_nll = minimise_epoch(lambda x: -model.log_prob(x).mean(), run.progress(loader, epoch), opt,
+                                   epoch, metric="nll")
+
+    Args:
+        loss_of: batch arrays -> the mean loss over the batch, a one-element Tensor.
+        batches: an iterable of batches (tuples of arrays); a :class:`ProgressBar` shows the running mean
+            under the name ``metric``.
+        optimizer: stepped once per batch, its gradients zeroed before each.
+        epoch: for the divergence message.
+        after_step: called as ``after_step(step)`` after each optimiser step (MADE draws new masks there).
+
+    Raises:
+        Diverged: a loss is NaN or infinite.
+    """
+    total, seen = 0.0, 0
+    for step, batch in enumerate(batches, start=1):
+        optimizer.zero_grad()
+        loss = loss_of(*batch)
+        value = check_finite(loss, epoch=epoch, step=step)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step(step)
+        total, seen = total + value * len(batch[0]), seen + len(batch[0])
+        if isinstance(batches, ProgressBar):
+            batches.set(**{metric: total / seen})
+    return total / seen
 
 
 def _duration(seconds: float) -> str:

@@ -147,3 +147,20 @@ def test_early_stopping_state_round_trip_continues_identically(tmp_path):
 def test_early_stopping_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError, match="EarlyStopping"):
         EarlyStopping(**kwargs)
+
+
+def test_minimise_epoch_returns_the_mean_loss_per_example_and_stops_at_a_non_finite_one():
+    """Batches of 3 and 1 examples with losses 2 and 6 (before each step): the mean per example is
+    (3·2 + 1·6) / 4 = 3; a NaN loss raises Diverged naming the epoch and the step, before its backward."""
+    import scratchgen as sg
+    from scratchgen.train import Diverged, minimise_epoch
+
+    w = sg.tensor(np.array([1.0]), requires_grad=True)
+    opt = sg.optim.SGD([w], lr=1e-3)
+    losses = iter([2.0, 6.0])
+    steps = []
+    mean = minimise_epoch(lambda x: (w * 0.0).sum() + next(losses), [(np.zeros(3),), (np.zeros(1),)], opt,
+                          epoch=1, after_step=steps.append)
+    assert mean == 3.0 and steps == [1, 2]
+    with pytest.raises(Diverged, match="epoch 4, step 2"):
+        minimise_epoch(lambda x: (w * x.sum()).sum(), [(np.ones(2),), (np.array([np.nan]),)], opt, epoch=4)
