@@ -13,7 +13,7 @@ points standardised (mean 0, variance 1 per coordinate); samples are mapped back
 
 Writes into --out (default runs/diffusion_<dataset>):
 
-* ``samples.png``: the 2,500 samples over the true density (for two_moons, a histogram of many points);
+* ``samples.png``: the 2,500 samples over the true density (for two_moons and swiss_roll, a histogram of many points);
 * ``reverse_process.png``: the reverse process as a row of snapshots x_t, from pure noise (t = T) to
   samples (t = 0): the diffusion counterpart of the GAN's samples through training;
 * ``losses.png``: the simple loss E‖ε − ε_θ(x_t, t)‖², every 100 steps;
@@ -30,15 +30,11 @@ import time
 
 import numpy as np
 
-from scratchgen import data, experiment, metrics, no_grad, optim, plot, tensor
+from scratchgen import experiment, metrics, no_grad, optim, plot, tensor
+from scratchgen.data import TOYS
 from scratchgen.models.diffusion import SCHEDULES, DenoisingMLP, Diffusion
 from scratchgen.train import check_finite
 
-TOYS = {  # name: (sampler, its exact mixture if it has one)
-    "ring8": (data.ring8, data.ring8_mixture()),
-    "grid25": (data.grid25, data.grid25_mixture()),
-    "two_moons": (data.two_moons, None),
-}
 CURVE_EVERY = 100  # steps averaged into one point of the loss curve
 SNAPSHOTS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.0)  # the reverse process's pictures, at these fractions of T
 

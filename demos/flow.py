@@ -29,17 +29,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratchgen import data, experiment, no_grad, optim, plot, tensor
-from scratchgen.data import DataLoader
+from scratchgen import experiment, no_grad, optim, plot, tensor
+from scratchgen.data import TOYS, DataLoader
 from scratchgen.models.flow import MAF, RealNVP
 from scratchgen.train import minimise_epoch
 
-TOYS = {  # name: (sampler, its exact mixture if it has one)
-    "ring8": (data.ring8, data.ring8_mixture()),
-    "grid25": (data.grid25, data.grid25_mixture()),
-    "two_moons": (data.two_moons, None),
-    "swiss_roll": (data.swiss_roll, None),
-}
 
 
 def parse_args(argv=None):

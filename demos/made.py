@@ -34,19 +34,13 @@ import numpy as np
 
 from matplotlib.figure import Figure
 
-from scratchgen import backend, data, experiment, no_grad, optim, plot, tensor
+from scratchgen import backend, experiment, no_grad, optim, plot, tensor
 from scratchgen.checkpoint import atomic_write
-from scratchgen.data import DataLoader, binarize, load_mnist
+from scratchgen.data import TOYS, DataLoader, binarize, load_mnist
 from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
 from scratchgen.train import check_finite, minimise_epoch
 
 IMAGE_DATASETS = ("embedded", "mnist", "fashion_mnist")
-TOYS = {  # name: (sampler, its exact mixture if it has one)
-    "ring8": (data.ring8, data.ring8_mixture()),
-    "grid25": (data.grid25, data.grid25_mixture()),
-    "two_moons": (data.two_moons, None),
-    "swiss_roll": (data.swiss_roll, None),
-}
 
 
 def parse_args(argv=None):

@@ -17,12 +17,12 @@ from scratchgen.data.idx import IDXError, read_idx, write_idx
 from scratchgen.data.loader import DataLoader
 from scratchgen.data.mnist import FASHION_MNIST_CLASSES, binarize, binarize_stochastic, load_mnist, to_float
 from scratchgen.data.toy import (
-    GaussianMixture2D, grid25, grid25_mixture, ring8, ring8_mixture, swiss_roll, two_moons,
+    TOYS, GaussianMixture2D, grid25, grid25_mixture, ring8, ring8_mixture, swiss_roll, two_moons,
 )
 
 __all__ = [
     "load_mnist", "to_float", "binarize", "binarize_stochastic", "FASHION_MNIST_CLASSES",
     "read_idx", "write_idx", "IDXError", "fetch", "default_cache_dir", "DownloadError", "ChecksumError",
-    "GaussianMixture2D", "ring8", "ring8_mixture", "grid25", "grid25_mixture", "two_moons", "swiss_roll",
+    "GaussianMixture2D", "ring8", "ring8_mixture", "grid25", "grid25_mixture", "two_moons", "swiss_roll", "TOYS",
     "DataLoader",
 ]

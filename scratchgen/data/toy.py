@@ -27,7 +27,8 @@ import numpy
 
 from scratchgen import backend
 
-__all__ = ["GaussianMixture2D", "ring8", "ring8_mixture", "grid25", "grid25_mixture", "two_moons", "swiss_roll"]
+__all__ = ["GaussianMixture2D", "ring8", "ring8_mixture", "grid25", "grid25_mixture", "two_moons", "swiss_roll",
+           "TOYS"]
 
 
 class GaussianMixture2D:
@@ -185,6 +186,16 @@ def swiss_roll(n: int, noise: float = 0.05, rng=None) -> numpy.ndarray:
     t = 1.5 * numpy.pi * (1 + 2 * rng.random(n))
     points = numpy.stack([t * numpy.cos(t), t * numpy.sin(t)], axis=1) / 5
     return (points + noise * rng.standard_normal((n, 2))).astype(numpy.float32)
+
+
+#: The toys by name, as the demos offer them: (sampler, its exact mixture, or None where there is no
+#: closed form: the moons and the roll).
+TOYS = {
+    "ring8": (ring8, ring8_mixture()),
+    "grid25": (grid25, grid25_mixture()),
+    "two_moons": (two_moons, None),
+    "swiss_roll": (swiss_roll, None),
+}
 
 
 def _generator(rng) -> numpy.random.Generator:
