@@ -6,6 +6,7 @@ import pytest
 
 import scratchgen as sg
 from conftest import t64
+from scratchgen.nn.masked import conv_mask
 
 nn = sg.nn
 
@@ -107,3 +108,16 @@ def test_stacked_masked_convs_see_only_earlier_pixels(first):
     assert np.count_nonzero(jacobian[~future]) > 0.5 * (~future).sum()  # the past is really seen
     if first == "B":  # the check for type A would fail here: pixels see themselves
         assert np.count_nonzero(np.diag(jacobian)) > 0.5 * len(jacobian)
+
+
+def test_a_masked_conv_follows_a_mask_loaded_after_its_first_forward(rng):
+    """The taps a mask keeps are worked out once per version of the mask: a mask loaded later (type A
+    over a type-B layer, say) must take effect on the next forward."""
+    layer = nn.MaskedConv2d(2, 3, 3, "B")
+    x = sg.tensor(rng.standard_normal((2, 2, 5, 5)).astype(np.float32))
+    layer(x)
+    state = layer.state_dict()
+    state["mask"] = conv_mask("A", (3, 3), 3, 2)
+    layer.load_state_dict(state)
+    expected = sg.nn.functional.conv2d(x, layer.weight * sg.tensor(state["mask"]), layer.bias, padding=1)
+    np.testing.assert_allclose(layer(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)

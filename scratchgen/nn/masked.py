@@ -144,12 +144,20 @@ class MaskedConv2d(Conv2d):
 
     def forward(self, x):
         self._check_images(x)
-        taps = mask_taps(self.mask)
+        taps = self._taps()
         # A mask that is constant over channels, as every PixelCNN mask is, names the taps in use: the
         # convolution skips the others, and there is nothing to multiply. Any other mask multiplies.
         weight = self.weight if taps is not None else self.weight * self.mask
         return _call(self, F.conv2d, x, weight, self.bias, stride=self.stride, padding=self.padding,
                      dilation=self.dilation, taps=taps)
+
+    def _taps(self):
+        """:func:`mask_taps` of the mask, found once per version of it: reading the mask to the host on
+        every forward would wait for the GPU each time (sampling runs the layer H·W times)."""
+        key = (id(self.mask), self.mask._version)
+        if vars(self).get("_taps_of") is None or vars(self)["_taps_of"][0] != key:
+            vars(self)["_taps_of"] = (key, mask_taps(self.mask))
+        return vars(self)["_taps_of"][1]
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mask_type={self.mask_type!r}"
