@@ -71,6 +71,22 @@ def last_json_line(capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+def run_then_resume(demo, argv, capsys) -> tuple:
+    """Run a demo for one epoch, then ``--resume`` it for a second; returns (its final metrics as printed,
+    its metrics.json), having checked that the two agree and that the history holds epochs 1 and 2.
+    ``argv`` must hold ``--out DIR``."""
+    import json
+
+    demo.main(argv + ["--epochs", "1"])
+    demo.main(argv + ["--epochs", "2", "--resume"])
+    final = last_json_line(capsys)
+    with open(os.path.join(argv[argv.index("--out") + 1], "metrics.json")) as file:
+        report = json.load(file)
+    assert report["final"] == final
+    assert [record["epoch"] for record in report["history"]] == [1, 2]
+    return final, report
+
+
 class NoHostReads(np.ndarray):
     """A NumPy array that refuses the reads which, on a GPU, copy a value to the host and wait for it:
     ``int()``, ``float()``, ``bool()``, ``.item()``, ``.tolist()``. Results computed from it stay of this

@@ -2,7 +2,6 @@
 wrong one is caught), a 2-D flow's density integrates to one, MAF's Jacobian is triangular in its ordering,
 a flow learns the two moons, and the demo end to end."""
 
-import json
 import math
 import os
 
@@ -12,7 +11,7 @@ import pytest
 import scratchgen as sg
 from scratchgen import optim
 from scratchgen.models.flow import MAF, AffineCoupling, Flow, MAFLayer, RealNVP
-from conftest import last_json_line, load_demo
+from conftest import load_demo, run_then_resume
 
 
 def _walk(module):
@@ -205,13 +204,7 @@ def test_demo_writes_pictures_and_metrics_and_resumes(kind, tmp_path, capsys):
     out = str(tmp_path / kind)
     argv = ["--dataset", "ring8", "--flow", kind, "--layers", "2", "--hidden", "8", "--limit", "300",
             "--out", out, "--quiet"]
-    demo.main(argv + ["--epochs", "1"])
-    demo.main(argv + ["--epochs", "2", "--resume"])
-    final = last_json_line(capsys)
-    with open(os.path.join(out, "metrics.json")) as file:
-        report = json.load(file)
-    assert report["final"] == final
-    assert [record["epoch"] for record in report["history"]] == [1, 2]
+    final, _ = run_then_resume(demo, argv, capsys)
     assert math.isfinite(final["test_log_likelihood"]) and final["true_test_log_likelihood"] > 4
     for name in ("density", "samples", "layers", "learning_curve"):
         assert os.path.getsize(os.path.join(out, f"{name}.png")) > 0, name

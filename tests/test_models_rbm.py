@@ -3,7 +3,6 @@ the conditionals against Bayes' rule, CD-1's gradient against statistics compute
 autograd of the free energies), PCD's chains, Gibbs sampling's stationary law, learning, and the demo."""
 
 import itertools
-import json
 import os
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import scratchgen as sg
 from scratchgen.data import binarize, load_mnist
 from scratchgen.models import RBM, ContrastiveDivergence, IndependentBernoulli
-from conftest import last_json_line, load_demo
+from conftest import last_json_line, load_demo, run_then_resume
 
 V, H = 4, 3
 
@@ -172,13 +171,7 @@ def test_demo_writes_pictures_and_metrics_and_resumes(tmp_path, capsys):
     demo = load_demo("rbm")
     out = str(tmp_path / "rbm")
     argv = ["--limit", "100", "--hidden", "5", "--gibbs-steps", "20", "--samples", "4", "--out", out, "--quiet"]
-    demo.main(argv + ["--epochs", "1"])
-    demo.main(argv + ["--epochs", "2", "--resume"])
-    final = last_json_line(capsys)
-    with open(os.path.join(out, "metrics.json")) as file:
-        report = json.load(file)
-    assert report["final"] == final
-    assert [record["epoch"] for record in report["history"]] == [1, 2]
+    final, _ = run_then_resume(demo, argv, capsys)
     assert final["test_nll_nats"] < final["independent_bernoulli_test_nll_nats"] + 20
     for name in ("filters", "gibbs_chains", "samples", "learning_curve"):
         assert os.path.getsize(os.path.join(out, f"{name}.png")) > 0, name

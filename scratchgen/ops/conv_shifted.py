@@ -144,7 +144,7 @@ class ConvGeometry:
     def __init__(self, x_shape, kernel_size, stride, padding, dilation, out_size, taps=None):
         self.x_shape, self.kernel_size, self.out_size = tuple(x_shape), tuple(kernel_size), tuple(out_size)
         self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
-        (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = (
+        (n, _, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = (
             self.x_shape, self.kernel_size, self.stride, self.padding, self.dilation, self.out_size)
         if taps is None:
             taps = [(i, j) for i in range(kh) for j in range(kw)]
@@ -169,7 +169,7 @@ class ConvGeometry:
 
     # ------------------------------------------------------------------ the frame and its inverse
 
-    def _phase_slices(self):
+    def phase_slices(self):
         """For each phase (a, b) that holds pixels of the image: its (rows, columns) in the frame, and the
         image's (rows, columns) that they hold."""
         (_, _, h, w), (sh, sw), (ph, pw) = self.x_shape, self.stride, self.padding
@@ -194,7 +194,7 @@ class ConvGeometry:
         else:
             frame = xp.full(shape, fill, dtype=x.dtype)
         image = x.transpose(1, 2, 3, 0)  # (C, H, W, N)
-        for (a, b), (fy, fx), (iy, ix) in self._phase_slices():
+        for (a, b), (fy, fx), (iy, ix) in self.phase_slices():
             frame[a, b, :, fy, fx] = image[:, iy, ix]
         return frame
 
@@ -206,7 +206,7 @@ class ConvGeometry:
             (ph, pw) = self.padding
             return frame[0, 0, :, ph : ph + h, pw : pw + w].transpose(3, 0, 1, 2)
         image = xp.empty((c, h, w, n), dtype=frame.dtype)
-        for (a, b), (fy, fx), (iy, ix) in self._phase_slices():
+        for (a, b), (fy, fx), (iy, ix) in self.phase_slices():
             image[:, iy, ix] = frame[a, b, :, fy, fx]
         return image.transpose(3, 0, 1, 2)
 
@@ -272,7 +272,7 @@ class ShiftedConvTranspose(Function):
         # Only the frame's pixels are read back (unframe), and every one of them is computed below.
         frame = xp.empty(g.stride + (c, g.frame_height, g.frame_width, n), dtype=grad_y.dtype)
         row_length = g.frame_width * n
-        for (a, b), (fy, _), _ in g._phase_slices():
+        for (a, b), (fy, _), _ in g.phase_slices():
             taps = [t for t, phase in enumerate(g.phases) if phase == (a, b)]
             if not taps:  # no tap reads these pixels: their gradient is zero
                 frame[a, b] = 0
