@@ -25,6 +25,13 @@ et al. 2017, with a small MNIST classifier in place of ImageNet's Inception netw
 :func:`mnist_classifier` trains that judge once (a :class:`~scratchgen.models.classifier.ConvClassifier`
 on the training split) and caches its weights, keyed by a hash of its configuration, and
 :func:`classifier_scores` applies it. Everything is computed on the host, in float64, with NumPy.
+
+**Clusterings** (k-means, :mod:`scratchgen.models.kmeans`), judged against the labels they never saw:
+
+* :func:`cluster_purity`: the share of points whose cluster's most common label is their own;
+* :func:`normalized_mutual_info`: I(C; Y) / ½(H(C) + H(Y)), the information the clusters carry about
+  the labels, 0 for independent and 1 for identical partitions (Strehl & Ghosh 2002, with the arithmetic
+  mean that scikit-learn's ``normalized_mutual_info_score`` uses by default).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from scratchgen import backend
 __all__ = [
     "mode_coverage", "class_shares", "inception_score", "frechet_distance", "gaussian_frechet_distance",
     "mnist_classifier", "classifier_outputs", "classifier_scores", "JUDGE_EPOCHS",
+    "contingency_table", "cluster_purity", "normalized_mutual_info",
 ]
 
 
@@ -234,3 +242,56 @@ def classifier_scores(classifier, images, reference_images) -> dict:
     _, reference_features = classifier_outputs(classifier, reference_images)
     return {"class_shares": class_shares(probabilities).tolist(), "inception_score": inception_score(probabilities),
             "frechet_distance": frechet_distance(features, reference_features)}
+
+
+# -------------------------------------------------------------------------------------- clusterings
+
+
+def contingency_table(clusters, labels) -> numpy.ndarray:
+    """Counts n_ij of the points in cluster i with label j, for two partitions of the same points.
+
+    Args:
+        clusters: (N,) integers (host or device array). labels: (N,) integers. Any values: each
+            partition's distinct values, sorted, index the rows and the columns.
+
+    Returns:
+        (number of clusters, number of labels) int64 array summing to N.
+    """
+    c, y = backend.to_numpy(clusters).reshape(-1), backend.to_numpy(labels).reshape(-1)
+    if len(c) != len(y):
+        raise ValueError(f"contingency_table: {len(c)} cluster assignments but {len(y)} labels")
+    _, rows = numpy.unique(c, return_inverse=True)
+    _, columns = numpy.unique(y, return_inverse=True)
+    table = numpy.zeros((rows.max(initial=-1) + 1, columns.max(initial=-1) + 1), dtype=numpy.int64)
+    numpy.add.at(table, (rows, columns), 1)
+    return table
+
+
+def cluster_purity(clusters, labels) -> float:
+    """Σ_i max_j n_ij / N: the accuracy of labelling each cluster by its most common label.
+
+    1 when every cluster holds one label only; it rewards many small clusters (N clusters of one point
+    are pure), so read it beside :func:`normalized_mutual_info`, which does not.
+    """
+    table = contingency_table(clusters, labels)
+    return float(table.max(axis=1).sum() / table.sum())
+
+
+def normalized_mutual_info(clusters, labels) -> float:
+    """I(C; Y) / ½(H(C) + H(Y)) between a clustering and the labels, from their contingency table.
+
+    With p_ij = n_ij / N and the marginals p_i, p_j: I = Σ_ij p_ij log(p_ij / (p_i p_j)) and
+    H(C) = −Σ_i p_i log p_i. The logarithm's base cancels. Symmetric in its two arguments; 1 when the
+    partitions agree up to renaming; 1 too when both have a single part (nothing to disagree about, as
+    scikit-learn has it), and 0 when only one of them has.
+    """
+    table = contingency_table(clusters, labels).astype(numpy.float64)
+    p = table / table.sum()
+    p_cluster, p_label = p.sum(axis=1), p.sum(axis=0)
+    if len(p_cluster) == len(p_label) == 1:
+        return 1.0
+    nonzero = p > 0  # 0·log 0 = 0
+    mutual = float((p[nonzero] * numpy.log(p[nonzero] / numpy.outer(p_cluster, p_label)[nonzero])).sum())
+    entropy = lambda q: float(-(q * numpy.log(q)).sum())  # noqa: E731  (marginals of a table have no zeros)
+    mean_entropy = (entropy(p_cluster) + entropy(p_label)) / 2
+    return max(mutual, 0.0) / mean_entropy if mean_entropy > 0 else 0.0

@@ -132,3 +132,56 @@ def test_the_mnist_judge_leaves_the_callers_stream_and_seed_alone_on_either_back
     np.testing.assert_array_equal(sg.randn(3).numpy(), uninterrupted)
     sg.set_backend("numpy")  # re-seeds with the remembered seed
     np.testing.assert_array_equal(sg.randn(3).numpy(), first)
+
+
+# -------------------------------------------------------------------------------------- clusterings
+
+
+def _nmi_by_definition(clusters, labels):
+    """NMI written out over every pair of values, in bits: I / ½(H(C) + H(Y)), p from counts."""
+    n = len(clusters)
+    p_c = {c: np.mean(clusters == c) for c in set(clusters.tolist())}
+    p_y = {y: np.mean(labels == y) for y in set(labels.tolist())}
+    mutual = 0.0
+    for c in p_c:
+        for y in p_y:
+            p = np.sum((clusters == c) & (labels == y)) / n
+            mutual += p * np.log2(p / (p_c[c] * p_y[y])) if p > 0 else 0.0
+    entropy = lambda q: -sum(v * np.log2(v) for v in q.values())  # noqa: E731
+    return mutual / ((entropy(p_c) + entropy(p_y)) / 2)
+
+
+def test_nmi_matches_its_definition_and_scikit_learns_value():
+    clusters, labels = np.array([0, 0, 1, 1, 2, 2, 2, 0]), np.array([1, 1, 0, 0, 0, 2, 2, 2])
+    got = metrics.normalized_mutual_info(clusters, labels)
+    assert got == pytest.approx(_nmi_by_definition(clusters, labels), rel=1e-12)
+    # sklearn.metrics.normalized_mutual_info_score (scikit-learn 1.9.1) gives the same for this case
+    assert got == pytest.approx(0.5588730382170324, rel=1e-12)
+    assert metrics.normalized_mutual_info(labels, clusters) == pytest.approx(got, rel=1e-12)  # symmetric
+
+
+def test_nmi_is_one_for_a_renaming_zero_for_independence_and_agrees_on_random_partitions(rng):
+    labels = rng.integers(0, 10, 500)
+    assert metrics.normalized_mutual_info((labels * 7 + 3) % 10 + 100, labels) == pytest.approx(1.0)
+    grid = np.arange(12)
+    assert metrics.normalized_mutual_info(grid % 3, grid // 3) == pytest.approx(0.0, abs=1e-12)  # independent
+    assert metrics.normalized_mutual_info(np.zeros(4), [0, 1, 0, 1]) == 0.0  # scikit-learn's conventions
+    assert metrics.normalized_mutual_info(np.zeros(3), [5, 5, 5]) == 1.0
+    for k in (2, 7, 15):
+        clusters = rng.integers(0, k, 500)
+        assert metrics.normalized_mutual_info(clusters, labels) == pytest.approx(
+            _nmi_by_definition(clusters, labels), rel=1e-10)
+
+
+def test_purity_is_the_share_of_points_in_their_clusters_majority(rng):
+    clusters, labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2]), np.array([3, 3, 1, 1, 2, 5, 5, 5, 1])
+    assert metrics.cluster_purity(clusters, labels) == pytest.approx((2 + 1 + 3) / 9)
+    labels = rng.integers(0, 10, 300)
+    clusters = rng.integers(0, 6, 300)
+    majority = sum(np.bincount(labels[clusters == c]).max() for c in np.unique(clusters))
+    assert metrics.cluster_purity(clusters, labels) == pytest.approx(majority / 300)
+    assert metrics.cluster_purity(np.arange(300), labels) == 1.0  # one point per cluster: pure, and useless
+    table = metrics.contingency_table(clusters, labels)
+    assert table.shape == (6, 10) and table.sum() == 300
+    with pytest.raises(ValueError, match="3 cluster assignments but 2 labels"):
+        metrics.cluster_purity([0, 1, 2], [0, 1])

@@ -13,3 +13,4 @@ from scratchgen.models.pixelcnn import PixelCNN  # noqa: F401
 from scratchgen.models.diffusion import DenoisingMLP, Diffusion  # noqa: F401
 from scratchgen.models.rbm import RBM, ContrastiveDivergence  # noqa: F401
 from scratchgen.models.flow import MAF, AffineCoupling, Bijection, Flow, MAFLayer, RealNVP  # noqa: F401
+from scratchgen.models.kmeans import KMeans  # noqa: F401
