@@ -33,6 +33,7 @@ ASSIGNMENTS = {
     "03_vae": ("vae_loss.py", "vae_loss"),
     "04_gan": ("gan_step.py", "gan_step"),
     "05_masks": ("masks.py", "masks"),
+    "06_kmeans": ("kmeans.py", "kmeans"),
 }
 
 # For each planted wrong answer in SOLUTIONS: its assignment, the checks that must fail, each with a
@@ -46,6 +47,12 @@ PLANTED = {
         # a wrong derivative written with Tensor ops still differentiates consistently
         ["test_forward_is_still_softsign", "test_backward_leaves_the_incoming_gradient_alone",
          "test_second_derivative_by_gradgradcheck"],
+    ),
+    "softsign_wrong_eps.py": (
+        "01_backward",
+        # off by 2e-7 of its value: the message must print enough digits for the two numbers to differ
+        {"test_same_derivative_as_autograd_through_the_library_ops": "0.791560928"},
+        ["test_gradcheck", "test_second_derivative_by_gradgradcheck", "test_backward_keeps_float32"],
     ),
     "softsign_wrong_constant.py": (
         "01_backward",
@@ -68,19 +75,65 @@ PLANTED = {
         # gradcheck cannot see a convention bug: these pass, which is the lesson of the assignment
         ["test_gradients_flow_through_the_sample", "test_vae_loss_gradcheck", "test_gaussian_kl_known_values"],
     ),
+    "vae_loss_wrong_mean.py": (
+        "03_vae",
+        {"test_vae_loss_matches_the_library_on_a_real_model": "sum over pixels, do not average",
+         "test_a_small_vae_trained_with_your_loss_has_a_good_elbo": "averaged over the 36 pixels instead of summed"},
+        # the sampler and the KL are right: the training check must not blame σ
+        ["test_reparameterize_uses_sigma_equal_to_exp_half_logvar", "test_reparameterize_matches_the_library",
+         "test_gaussian_kl_matches_the_library_and_its_gradient", "test_vae_loss_is_an_average_over_the_batch"],
+    ),
     "gan_step_wrong.py": (
         "04_gan",
-        {"test_generator_step_descends_the_non_saturating_loss": "g_optimizer.zero_grad()"},
+        {"test_the_discriminator_step_sends_no_gradient_into_the_generator": "not detached",
+         "test_generator_step_descends_the_non_saturating_loss": "g_optimizer.zero_grad()"},
         ["test_discriminator_loss_is_minus_the_value_function", "test_k_discriminator_steps_then_one_generator_step",
          "test_discriminator_steps_ascend_the_value_function"],
+    ),
+    "gan_step_wrong_sum.py": (
+        "04_gan",
+        {"test_discriminator_loss_is_minus_the_value_function": "you summed over the minibatch",
+         "test_discriminator_steps_ascend_the_value_function": "your loss sums over the minibatch",
+         "test_train_iteration_returns_the_losses_of_its_last_steps": "a sum over the minibatch"},
+        # every zero_grad is in place: no check may send the student looking for one
+        ["test_generator_step_descends_the_non_saturating_loss", "test_k_discriminator_steps_then_one_generator_step",
+         "test_the_discriminator_step_sends_no_gradient_into_the_generator", "test_the_other_network_is_left_alone"],
+    ),
+    "gan_step_wrong_extra.py": (
+        "04_gan",
+        {"test_k_discriminator_steps_then_one_generator_step": "g_optimizer.step() was called 3 times",
+         "test_the_other_network_is_left_alone": "g_optimizer.step() was called 2 times"},
+        ["test_the_discriminator_step_sends_no_gradient_into_the_generator",
+         "test_discriminator_steps_ascend_the_value_function", "test_generator_step_descends_the_non_saturating_loss"],
     ),
     "masks_wrong.py": (
         "05_masks",
         {"test_a_network_with_your_masks_is_autoregressive": "may only see the variables before it",
          "test_a_made_with_your_masks_learns_a_markov_chain": "below the data's entropy",
          "test_pixelcnn_masks_match_the_library": "should be",
-         "test_a_pixelcnn_stack_never_sees_the_pixel_it_predicts": "must be of type A"},
+         "test_a_pixelcnn_stack_never_sees_the_pixel_it_predicts": "must leave the centre out"},
         ["test_input_degrees_follow_the_ordering", "test_hidden_degrees_obey_the_degree_rule"],
+    ),
+    "masks_wrong_transposed.py": (
+        "05_masks",
+        {"test_pixelcnn_masks_match_the_library": "transposed",
+         "test_a_pixelcnn_stack_never_sees_the_pixel_it_predicts": "sees the pixels below it"},
+        ["test_made_masks_match_the_library", "test_a_network_with_your_masks_is_autoregressive"],
+    ),
+    "kmeans_wrong.py": (
+        "06_kmeans",
+        {"test_kmeans_plus_plus_draws_in_proportion_to_the_squared_distance": "in proportion to D: square"},
+        # D-weighted seeds are still distinct data points, and good enough for the digits
+        ["test_kmeans_plus_plus_draws_distinct_data_points", "test_kmeans_keeps_the_best_of_its_runs",
+         "test_lloyd_never_raises_the_inertia_and_reaches_a_fixed_point",
+         "test_kmeans_clusters_the_digits_as_well_as_the_library"],
+    ),
+    "kmeans_wrong_last.py": (
+        "06_kmeans",
+        {"test_kmeans_keeps_the_best_of_its_runs": "not the last one"},
+        ["test_kmeans_plus_plus_draws_in_proportion_to_the_squared_distance",
+         "test_update_moves_each_centre_to_the_mean_of_its_points",
+         "test_lloyd_never_raises_the_inertia_and_reaches_a_fixed_point"],
     ),
 }
 

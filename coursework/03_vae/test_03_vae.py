@@ -160,5 +160,28 @@ def test_a_small_vae_trained_with_your_loss_has_a_good_elbo(solution):
     neg_elbo = evaluate(model, data)["neg_elbo"]  # measured with the library's loss
     assert neg_elbo < 5.8, (
         f"after 300 Adam steps with your loss, the library measures a negative ELBO of {neg_elbo:.3f} nats per image "
-        f"(your own loss said {loss.item():.3f}); a correct loss reaches about 5.3. If your loss looks better than the "
-        f"library's measure, your sampler and your KL disagree about σ.")
+        f"(your own loss said {loss.item():.3f}); a correct loss reaches about 5.3. {_why_training_failed(solution)}")
+
+
+def _why_training_failed(solution) -> str:
+    """Which of the classic mistakes made the trained VAE bad, found by probing each part on known values."""
+    try:
+        z = float(solution.reparameterize(_t([[0.0]]), _t([[math.log(9.0)]]), _t([[1.0]])).numpy().reshape(-1)[0])
+        kl = float(solution.gaussian_kl(_t([[0.0]]), _t([[math.log(9.0)]])).numpy().reshape(-1)[0])
+        model, x, eps = _model_and_batch()
+        logits, mu, logvar = model(x, eps)
+        rec = solution.vae_loss(logits, x, mu, logvar)[1].item()
+        expected = model.loss(x, eps).rec.item()
+    except Exception:  # noqa: BLE001  (a part that crashes has its own failing check above)
+        return "Read the first failing check above: the parts of your loss are checked one by one there."
+    if abs(z - 3.0) > 1e-6 and abs(kl - 0.5 * (9.0 - 1.0 - math.log(9.0))) < 1e-9:
+        return (f"Your sampler and your KL disagree about σ: with logvar = log 9 your KL takes σ² = 9, but your "
+                f"sampler uses σ = {z:.4g}, not 3. The encoder learns to please the KL with a σ the sampler "
+                f"never draws: σ = exp(½·logvar) in both.")
+    pixels = x[0].size
+    if abs(rec - expected / pixels) < 1e-4 * abs(expected):
+        return (f"Your reconstruction term is averaged over the {pixels} pixels instead of summed: it weighs "
+                f"1/{pixels} of what it should against the KL, so the KL wins and the codes carry almost nothing. "
+                f"Sum over the pixels, average over the batch.")
+    return ("Compare each term with the library's (the checks above): the sampler's σ, the KL, and the "
+            "reconstruction summed over pixels and averaged over the batch.")

@@ -129,6 +129,25 @@ def _close(a, b):
     return all(np.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(a, b))
 
 
+def _steps_mistake(record, k) -> str:
+    """'' if the optimiser steps were k discriminator steps then one generator step; else what was wrong."""
+    order = [s["who"] for s in record.steps]
+    expected = ["discriminator"] * k + ["generator"]
+    if order == expected:
+        return ""
+    d, g = order.count("discriminator"), order.count("generator")
+    said = f"with k = {k} the optimiser steps were [{_order(record)}], expected [{', '.join(expected)}]: "
+    if g > 1:
+        return said + (f"g_optimizer.step() was called {g} times. Algorithm 1 takes one generator step per "
+                       f"iteration, after all k discriminator steps (not one after each)")
+    if d != k:
+        return said + (f"d_optimizer.step() was called {d} times; take exactly k discriminator steps, each on "
+                       f"its own minibatch, with one step() each")
+    if g == 0:
+        return said + "g_optimizer.step() was never called: the iteration ends with one generator step"
+    return said + "the generator's step comes after the k discriminator steps"
+
+
 # ------------------------------------------------------------------------------------------ the losses
 
 
@@ -136,7 +155,9 @@ def test_discriminator_loss_is_minus_the_value_function(solution):
     rng = np.random.default_rng(0)
     real, fake = (sg.tensor(rng.standard_normal((6, 1)) * 2) for _ in range(2))
     got, expected = solution.discriminator_loss(real, fake).item(), gan.discriminator_loss(real, fake).item()
-    hint = " (that is +V: the discriminator descends −V)" if abs(got + expected) < 1e-9 else ""
+    hint = (" (that is +V: the discriminator descends −V)" if abs(got + expected) < 1e-9 else
+            " (that is 6 times −V: you summed over the minibatch of 6; take the means)"
+            if abs(got - 6 * expected) < 1e-9 else "")
     assert abs(got - expected) < 1e-9, (f"discriminator_loss = {got:.6g}, but −V = −(mean log D(x) + mean "
                                         f"log(1 − D(G(z)))) = {expected:.6g}{hint}")
     extreme = solution.discriminator_loss(sg.tensor([[100.0], [-100.0]]), sg.tensor([[100.0], [-100.0]])).item()
@@ -151,7 +172,9 @@ def test_generator_loss_is_the_non_saturating_loss(solution):
     expected = gan.generator_loss(fake, "non_saturating").item()
     saturating = gan.generator_loss(fake, "saturating").item()
     hint = (" That is the saturating loss mean log(1 − D(G(z))), whose gradient vanishes when D rejects the "
-            "samples; use mean −log D(G(z))." if abs(got - saturating) < 1e-9 else "")
+            "samples; use mean −log D(G(z))." if abs(got - saturating) < 1e-9 else
+            " That is 6 times the mean: you summed over the minibatch of 6; take the mean."
+            if abs(got - 6 * expected) < 1e-9 else "")
     assert abs(got - expected) < 1e-9, f"generator_loss = {got:.6g}, mean −log D(G(z)) = {expected:.6g}.{hint}"
     extreme = solution.generator_loss(sg.tensor([[-100.0]])).item()
     assert np.isfinite(extreme), "generator_loss overflows at logit −100: write −log σ(l) as softplus(−l)"
@@ -163,9 +186,8 @@ def test_generator_loss_is_the_non_saturating_loss(solution):
 def test_k_discriminator_steps_then_one_generator_step(solution):
     for k in (1, 3):
         record, _, _, _ = _run(solution, k=k)
-        expected = ", ".join(["discriminator"] * k + ["generator"])
-        assert _order(record) == expected, (f"with k = {k} the optimiser steps were [{_order(record)}], "
-                                            f"expected [{expected}]")
+        mistake = _steps_mistake(record, k)
+        assert not mistake, mistake
         assert len(record.batches) == k, (f"with k = {k}, real_batch() was called {len(record.batches)} times: "
                                           f"each discriminator step takes a fresh minibatch of data")
 
@@ -184,12 +206,31 @@ def test_each_step_draws_fresh_noise_of_m_samples(solution):
 
 def test_the_other_network_is_left_alone(solution):
     record, _, G_start, _ = _run(solution, k=2)
+    mistake = _steps_mistake(record, 2)  # an extra step of one optimiser changes its network in the other's turn
+    assert not mistake, mistake
+    for i, s in enumerate(record.steps[:-1], 1):
+        assert _close(s["G"], G_start), (
+            f"the generator's parameters changed before discriminator step {i} without any generator step: only "
+            f"g_optimizer.step() may change them (are they updated by hand, or in place?)")
+    g_step = record.steps[-1]
+    assert _close(g_step["D_after"], g_step["D_before"]), "the generator step changed the discriminator's parameters"
+
+
+def test_the_discriminator_step_sends_no_gradient_into_the_generator(solution):
+    record, _, _, _ = _run(solution, k=2)
+    before = [None] * len(record.generator.parameters())  # G's gradients as the previous step left them
+    d_steps = 0
     for s in record.steps:
         if s["who"] == "discriminator":
-            assert _close(s["G"], G_start), "the generator's parameters changed during a discriminator step"
-    g_step = record.steps[-1]
-    assert g_step["who"] == "generator", f"the last step was not the generator's: [{_order(record)}]"
-    assert _close(g_step["D_after"], g_step["D_before"]), "the generator step changed the discriminator's parameters"
+            d_steps += 1
+            reached = [g is not None and np.abs(g).max() > 0 and (b is None or not np.array_equal(g, b))
+                       for g, b in zip(s["G_grads"], before)]
+            assert not any(reached), (
+                f"at discriminator step {d_steps} the generator's parameters hold new gradients: the backward of "
+                f"the discriminator's loss went on through G, because the fake samples were not detached from it. "
+                f"Make them under `with sg.no_grad():` (or call .detach() on them): in this step G is fixed, and a "
+                f"gradient left in its parameters is added to the generator's own unless something clears it")
+        before = s["G_grads"]
 
 
 def test_discriminator_steps_ascend_the_value_function(solution):
@@ -199,9 +240,12 @@ def test_discriminator_steps_ascend_the_value_function(solution):
     for i, s in enumerate(d_steps, 1):
         assert "expected" in s, "the discriminator stepped before any data and noise were drawn"
         got = [np.zeros_like(e) if g is None else g for g, e in zip(s["grads"], s["expected"])]
+        m = len(s["real"])
         if not _close(got, s["expected"]):
             hint = ("they are the negatives of the right ones: the discriminator must ascend V, i.e. descend −V"
                     if _close([-g for g in got], s["expected"]) else
+                    f"they are {m} times the right ones: your loss sums over the minibatch of m = {m}; "
+                    f"−V takes the means" if _close(got, [m * e for e in s["expected"]]) else
                     "compute the loss on this step's data and noise, and call d_optimizer.zero_grad() before "
                     "backward so that no older gradient is added in")
         else:
@@ -213,24 +257,35 @@ def test_discriminator_steps_ascend_the_value_function(solution):
 
 
 def test_generator_step_descends_the_non_saturating_loss(solution):
-    record, result, _, _ = _run(solution, k=1)
+    record, _, _, _ = _run(solution, k=1)
     s = record.steps[-1]
     assert s["who"] == "generator" and "expected" in s, (f"no generator step after the noise was drawn: "
                                                          f"[{_order(record)}]")
     got = [np.zeros_like(e) if g is None else g for g, e in zip(s["grads"], s["expected"])]
     d_step_left = any(g is not None and np.abs(g).max() > 0 for g in record.steps[0]["G_grads"])
+    m = len(s["noise"])
     hint = ("The discriminator step left gradients in the generator's parameters (its fake samples were not "
             "made under sg.no_grad()), and they were not cleared: call g_optimizer.zero_grad() before the "
             "generator's backward." if d_step_left else
+            f"They are {m} times the right ones: your loss sums over the minibatch of m = {m}; take the mean."
+            if _close(got, [m * e for e in s["expected"]]) else
             "The generator descends mean −log D(G(z)) on fresh noise: check g_optimizer.zero_grad() and the sign.")
     assert _close(got, s["expected"]), f"the generator step applied gradients that are not those of its loss. {hint}"
-    assert abs(result["g_loss"] - s["loss"]) < 1e-4 * max(1.0, abs(s["loss"])), (
-        f"train_iteration returned g_loss = {result['g_loss']:.6g}, but the loss of its generator step was "
-        f"{s['loss']:.6g}")
-    d_last = [x for x in record.steps if x["who"] == "discriminator"][-1]
-    assert abs(result["d_loss"] - d_last["loss"]) < 1e-4 * max(1.0, abs(d_last["loss"])), (
-        f"train_iteration returned d_loss = {result['d_loss']:.6g}, but the loss of its last discriminator step "
-        f"was {d_last['loss']:.6g}")
+
+
+def test_train_iteration_returns_the_losses_of_its_last_steps(solution):
+    record, result, _, m = _run(solution, k=2)
+    d_last = [x for x in record.steps if x["who"] == "discriminator" and "loss" in x][-1:]
+    g_last = [x for x in record.steps if x["who"] == "generator" and "loss" in x][-1:]
+    assert d_last and g_last, f"the steps were [{_order(record)}]: no discriminator or no generator step"
+    for name, step in (("d_loss", d_last[0]), ("g_loss", g_last[0])):
+        got, want = float(result[name]), step["loss"]
+        summed = f" ({m} times as much: a sum over the minibatch of m = {m}, not a mean)" if abs(
+            got - m * want) < 1e-4 * abs(m * want) else ""
+        assert abs(got - want) < 1e-4 * max(1.0, abs(want)), (
+            f"train_iteration returned {name} = {got:.6g}, but the loss of its last "
+            f"{'discriminator' if name == 'd_loss' else 'generator'} step, measured with the library's, was "
+            f"{want:.6g}{summed}")
 
 
 def test_a_gan_learns_a_gaussian(solution):

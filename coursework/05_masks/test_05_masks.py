@@ -133,7 +133,31 @@ def test_pixelcnn_masks_match_the_library(solution):
             centre = " and the centre" if kind == "B" else ""
             assert np.array_equal(got, expected), (
                 f"pixelcnn_mask({k}, {kind!r}) is\n{got.astype(int)}\nbut should be\n{expected.astype(int)}\n"
-                f"(rows above the centre; in the centre row, the taps left of it{centre})")
+                f"(rows above the centre; in the centre row, the taps left of it{centre}). "
+                f"{_mask_mistake(got, kind)}")
+
+
+def _mask_mistake(mask, kind) -> str:
+    """What a wrong k×k mask lets through, in words: the mistake to name, or '' if it lets nothing through.
+
+    Row r, column s of the mask weighs the input pixel at offset (r - c, s - c) from the output pixel, c
+    being the centre: rows index the vertical offset, so a tap below the centre row reads a later row.
+    """
+    k = len(mask)
+    c = k // 2
+    expected = conv_mask(kind, (k, k))[0, 0]
+    if not np.array_equal(mask, expected) and np.array_equal(np.transpose(mask), expected):
+        return (f"Your type-{kind} mask is the right one transposed (rows and columns swapped): its centre is "
+                f"right, but its left columns reach below the centre row, so a pixel sees the pixels below it "
+                f"(and to its left), which come later in raster order. Rows are the vertical offset: keep the "
+                f"rows above the centre, and only the left part of the centre row.")
+    if kind == "A" and mask[c, c] != 0:
+        return "The type-A mask must leave the centre out: the first layer may not see the pixel it predicts."
+    later = [(int(r) - c, int(s) - c) for r, s in np.argwhere(np.asarray(mask) != 0) if r > c or (r == c and s > c)]
+    if later:
+        return (f"Your type-{kind} mask keeps taps at offsets {later} (rows down, columns right of the centre), "
+                f"which come after the centre in raster order.")
+    return ""
 
 
 def test_a_pixelcnn_stack_never_sees_the_pixel_it_predicts(solution):
@@ -154,6 +178,7 @@ def test_a_pixelcnn_stack_never_sees_the_pixel_it_predicts(solution):
         h[0, 0, r, c].backward()
         sees = np.abs(x.grad[0, 0]) > 0
         bad = [tuple(int(v) for v in b) for b in np.argwhere(sees & (order >= order[r, c]))]
-        assert not bad, (
-            f"output pixel ({r}, {c}) depends on input pixels {bad}, which come at or after it in raster order. "
-            f"The first layer's mask must be of type A, which leaves the centre out.")
+        why = next((_mask_mistake(m, kind) for m, kind in zip(masks, "ABB") if _mask_mistake(m, kind)),
+                   "Check the masks' taps against the raster order.")
+        assert not bad, (f"output pixel ({r}, {c}) depends on input pixels {bad}, which come at or after it in "
+                         f"raster order. {why}")
