@@ -5,6 +5,7 @@
     python demos/gan.py --dataset mnist      # the small DCGAN on the embedded MNIST subset
     python demos/gan.py --loss wgan-gp       # WGAN-GP (Gulrajani et al. 2017): a critic with a gradient penalty
     python demos/gan.py --r1 10              # the non-saturating GAN with the R1 penalty (Mescheder et al. 2018)
+    mpiexec -n 2 python demos/gan.py --dataset mnist --distributed --batch-size 32   # data-parallel, 2 x 32
 
 A GAN counts *iterations* (k discriminator steps, then one generator step), not passes over a dataset:
 here an "epoch" is ``--iterations-per-epoch`` iterations, after which the demo logs, snapshots its
@@ -34,7 +35,7 @@ import argparse
 
 import numpy as np
 
-from scratchgen import experiment, metrics, optim, plot, tensor
+from scratchgen import distributed, experiment, metrics, optim, plot, tensor
 from scratchgen.data import DataLoader, grid25_mixture, load_mnist, ring8_mixture, to_float
 from scratchgen.models.gan import (
     GENERATOR_LOSSES, DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator,
@@ -80,7 +81,7 @@ CURVE_EVERY = 100  # iterations averaged into one point of the loss curves
 
 def parse_args(argv=None):
     parser = experiment.demo_parser(__doc__.splitlines()[0], dataset="ring8", datasets=tuple(DEFAULTS),
-                                    epochs=None, batch_size=None, lr=None)
+                                    epochs=None, batch_size=None, lr=None, distributed=True)
     parser.add_argument("--iterations-per-epoch", type=experiment.positive_int, default=None,
                         help="iterations between checkpoints")
     parser.add_argument("--k", type=experiment.positive_int, default=None,
@@ -144,8 +145,9 @@ def parse_args(argv=None):
     return args
 
 
-def build(args):
-    """The two networks and their optimisers, wrapped in the trainer."""
+def build(args, comm=None):
+    """The two networks and their optimisers, wrapped in the trainer; with ``comm`` (data-parallel), both
+    networks start from rank 0's weights and each player's optimiser averages its gradients over the ranks."""
     if args.dataset in MIXTURES:
         generator = MLPGenerator(args.latent_dim, (2,))
         discriminator = MLPDiscriminator((2,), packing=args.packing)
@@ -157,8 +159,14 @@ def build(args):
 
     def optimizer(params):
         if args.optimizer == "sgd":
-            return optim.SGD(params, lr=args.lr, momentum=args.beta1)
-        return optim.Adam(params, lr=args.lr, betas=(args.beta1, args.beta2))
+            chosen = optim.SGD(params, lr=args.lr, momentum=args.beta1)
+        else:
+            chosen = optim.Adam(params, lr=args.lr, betas=(args.beta1, args.beta2))
+        return chosen if comm is None else distributed.DistributedOptimizer(chosen, comm)
+
+    if comm is not None:
+        distributed.broadcast_parameters(generator, comm)
+        distributed.broadcast_parameters(discriminator, comm)
 
     return GANTrainer(generator, discriminator, optimizer(generator.parameters()),
                       optimizer(discriminator.parameters()), k=args.k, loss=args.loss, gp_lambda=args.gp_lambda,
@@ -178,15 +186,18 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     # The final evaluation's flags may change on --resume; every other one defines the game or the data.
     run = experiment.Run(args, name=f"gan_{args.dataset}", may_change=("eval_samples", "judge_epochs", "judge_subset"))
-    trainer = build(args)
+    trainer = build(args, run.comm)
+    if run.comm is not None:  # each rank its own noise (and, on the toys, its own real samples)
+        distributed.seed_ranks(args.seed, run.comm)
     mixture = MIXTURES[args.dataset]() if args.dataset in MIXTURES else None
     if mixture is not None:
         loader = None
         real_batch = lambda: tensor(mixture.sample(args.batch_size))  # noqa: E731  fresh samples, from scratchgen's seed
     else:
         images, _ = load_mnist(args.mnist_source, "train")
+        # (N, 1, 28, 28) in [-1, 1], the range of G's tanh
         loader = DataLoader(to_float(images)[:, None] * 2 - 1, batch_size=args.batch_size, shuffle=True,
-                            seed=args.seed, drop_last=True)  # (N, 1, 28, 28) in [-1, 1], the range of G's tanh
+                            seed=args.seed, drop_last=True, shard=(run.rank, run.world_size))
         batches = loader.endless()  # refused at once if an epoch holds no batch (a batch larger than the data)
         real_batch = lambda: next(batches)[0]  # noqa: E731
     # Fixed codes for the pictures through training, from their own generator: the training stream is untouched.
@@ -200,6 +211,9 @@ def main(argv=None) -> dict:
     with run.training():
         for epoch in range(start, args.epochs + 1):
             summary = train_epoch(args, run, trainer, real_batch, total, epoch)
+            if run.comm is not None:
+                distributed.average_batch_norm_statistics(trainer.generator, run.comm)
+                distributed.average_batch_norm_statistics(trainer.discriminator, run.comm)
             if mixture is not None:
                 summary.update(metrics.mode_coverage(trainer.sample(args.eval_samples), mixture))
             if epoch in snapshot_epochs(args.epochs):
@@ -208,6 +222,8 @@ def main(argv=None) -> dict:
             run.log_epoch(epoch, **summary)
             run.save_checkpoint(epoch)
 
+    if not run.is_main_process:  # rank 0 alone evaluates at the end and draws
+        return run.finish(iterations=trainer.iteration)
     samples = trainer.sample(args.eval_samples)
     final = {"iterations": trainer.iteration}
     final.update(report_mixture(args, run, samples, mixture) if mixture is not None else report_mnist(args, run, samples))

@@ -9,6 +9,7 @@ with k = 500 importance samples (Burda et al. 2016).
     python demos/vae.py --model conv                      # the convolutional VAE
     python demos/vae.py --likelihood gaussian             # grey levels, Gaussian decoder
     python demos/vae.py --iwae-k 5                        # train on the 5-sample bound (an IWAE)
+    mpiexec -n 2 python demos/vae.py --distributed --batch-size 50   # data-parallel: 2 ranks of 50 = batch 100
 
 Writes into --out (default runs/vae): samples.png (decoded prior samples), reconstructions.png,
 interpolations.png (decoded walks between test digits of consecutive classes), latent_codes.png
@@ -24,7 +25,7 @@ import time
 
 import numpy as np
 
-from scratchgen import experiment, no_grad, optim, plot, tensor
+from scratchgen import distributed, experiment, no_grad, optim, plot, tensor
 from scratchgen.data import DataLoader, binarize, load_mnist, to_float
 from scratchgen.models.vae import ConvVAE, DenseVAE, evaluate, importance_sampled_nll
 from scratchgen.train import check_finite
@@ -66,7 +67,7 @@ def draw_pictures(run, model, x_test, y_test, title: str) -> None:
 
 def main(argv=None) -> dict:
     parser = experiment.demo_parser(__doc__.splitlines()[0], datasets=("embedded", "mnist", "fashion_mnist"),
-                                    epochs=40, batch_size=100, lr=1e-3)
+                                    epochs=40, batch_size=100, lr=1e-3, distributed=True)
     parser.add_argument("--model", choices=("dense", "conv"), default="dense", help="encoder and decoder networks")
     parser.add_argument("--latent-dim", type=experiment.positive_int, default=20, help="size of the code z")
     parser.add_argument("--hidden", type=experiment.positive_int, default=None,
@@ -84,9 +85,14 @@ def main(argv=None) -> dict:
 
     x_train, _ = load_images(args.dataset, "train", args.likelihood, args.limit)
     x_test, y_test = load_images(args.dataset, "test", args.likelihood, args.limit)
-    loader = DataLoader(x_train, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    loader = DataLoader(x_train, batch_size=args.batch_size, shuffle=True, seed=args.seed,
+                        shard=(run.rank, run.world_size))
     model = build_model(args)
     opt = optim.Adam(model.parameters(), lr=args.lr)
+    if run.comm is not None:  # rank 0's weights everywhere, gradients averaged, each rank its own noise
+        distributed.broadcast_parameters(model, run.comm)
+        opt = distributed.DistributedOptimizer(opt, run.comm)
+        distributed.seed_ranks(args.seed, run.comm)
     run.state.setdefault("train_seconds", 0.0)  # time in the training steps alone, across resumptions
     start = run.resume(model=model, optimizer=opt, loader=loader)
 
@@ -107,11 +113,15 @@ def main(argv=None) -> dict:
                 total, seen = total + value * len(x), seen + len(x)
                 bar.set(loss=total / seen)
             run.state["train_seconds"] += time.perf_counter() - began
+            if run.comm is not None:
+                distributed.average_batch_norm_statistics(model, run.comm)
             test = evaluate(model, x_test)
             run.log_epoch(epoch, train_loss=total / seen, test_neg_elbo=test["neg_elbo"], test_rec=test["rec"],
                           test_kl=test["kl"])
             run.save_checkpoint(epoch)
 
+    if not run.is_main_process:  # rank 0 alone evaluates at the end and draws
+        return run.finish()
     began = time.perf_counter()
     test = evaluate(model, x_test)
     nll = importance_sampled_nll(model, x_test, k=args.k)

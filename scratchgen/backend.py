@@ -23,7 +23,7 @@ import numpy
 __all__ = [
     "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of", "scalar",
     "manual_seed", "rng", "fork_rng", "get_rng_state", "set_rng_state", "scatter_add",
-    "as_strided", "synchronize", "BackendError", "DEFAULT_DTYPE",
+    "as_strided", "synchronize", "nccl", "BackendError", "DEFAULT_DTYPE",
 ]
 
 DEFAULT_DTYPE = numpy.float32
@@ -185,6 +185,23 @@ def synchronize() -> None:
     """Wait for queued GPU work to finish (for timing); nothing to wait for on NumPy."""
     if _state.name == "cupy":
         _state.module.cuda.get_current_stream().synchronize()
+
+
+def nccl():
+    """CuPy's NCCL binding (``cupy.cuda.nccl``), for :mod:`scratchgen.distributed`'s ``transport="nccl"``;
+    ``import cupy`` does not load it, and only this module imports CuPy.
+
+    Raises:
+        BackendError: the active backend is not CuPy, or this CuPy was built without NCCL.
+    """
+    if _state.name != "cupy":
+        raise BackendError("nccl: NCCL sums CuPy arrays; set_backend('cupy') first")
+    try:
+        from cupy.cuda import nccl as binding
+    except ImportError as err:
+        raise BackendError("nccl: this CuPy was built without NCCL (`python -c 'import cupy.cuda.nccl'` fails); "
+                           "use SCRATCHGEN_MPI_TRANSPORT=host or cuda-aware") from err
+    return binding
 
 
 # --------------------------------------------------------------------------------------------- random

@@ -43,6 +43,13 @@ Exact resumption. A checkpoint holds, besides the epoch, the state of every obje
 Saved at the end of an epoch and loaded into freshly built objects, that is everything the next epoch
 depends on, so on the NumPy backend a resumed run repeats the uninterrupted run's losses bit for bit.
 (CuPy's generator state cannot be saved; a resumed CuPy run is close, not identical.)
+
+Data parallel. A demo built with ``demo_parser(..., distributed=True)`` takes ``--distributed`` and runs
+as one of the ranks of ``mpiexec -n N`` (see :mod:`scratchgen.distributed`): :attr:`Run.comm` is then the
+ranks' communicator, and rank 0 alone writes checkpoints, ``metrics.json`` and prints (the demo draws
+its pictures only where :attr:`Run.is_main_process`). A checkpoint keeps every rank's random state, and
+``--resume`` under the same number of ranks repeats the uninterrupted run bit for bit; every rank reads
+the checkpoint, so the output folder must be one they all see (a shared file system across machines).
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ import warnings
 
 import numpy
 
-from scratchgen import backend
+from scratchgen import backend, distributed
 from scratchgen.checkpoint import CheckpointError, atomic_write, load, save
 from scratchgen.optim import Optimizer
 from scratchgen.train import Diverged, History, ProgressBar, as_number
@@ -67,7 +74,8 @@ __all__ = ["demo_parser", "Run", "positive_int", "non_negative_int", "positive_f
 
 # On --resume, arguments that say only how far to train and where and how to report: they may differ from
 # the checkpoint's without a word. Any other difference is warned about; see Run.resume for the rule.
-_FREE_ON_RESUME = ("epochs", "resume", "overwrite", "quiet", "out", "backend")
+# (--distributed too: the number of ranks, which must match, is checked on its own.)
+_FREE_ON_RESUME = ("epochs", "resume", "overwrite", "quiet", "out", "backend", "distributed")
 # Settings of every demo that may change mid-run, the command line winning; a demo adds its own to Run.
 _MAY_CHANGE_ON_RESUME = ("lr",)
 
@@ -124,13 +132,15 @@ def fraction_below_one(text: str) -> float:
 
 
 def demo_parser(description: str, *, dataset: str = "embedded", datasets=None, epochs: int = 10,
-                batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> argparse.ArgumentParser:
+                batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                distributed: bool = False) -> argparse.ArgumentParser:
     """The shared command line, with this demo's defaults; add the demo's own flags to it.
 
     Args:
         description: one line saying what the demo does (shown by ``--help``).
         dataset: the default ``--dataset``; ``datasets``: the allowed choices (any string if None).
         epochs, batch_size, lr, seed: the defaults of the flags of the same names.
+        distributed: offer ``--distributed``, for a demo that trains data-parallel under ``mpiexec``.
 
     Returns:
         An ``argparse.ArgumentParser`` whose ``parse_args()`` gives ``dataset, epochs, batch_size, lr,
@@ -151,6 +161,10 @@ def demo_parser(description: str, *, dataset: str = "embedded", datasets=None, e
     start.add_argument("--overwrite", action="store_true",
                        help="start afresh even if DIR holds a checkpoint (it is deleted)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but the final JSON line")
+    if distributed:
+        parser.add_argument("--distributed", action="store_true",
+                            help="train data-parallel as one of the ranks of `mpiexec -n N` (needs the [mpi] "
+                                 "extra); --batch-size is then per rank, so the batch of a step is N times it")
     return parser
 
 
@@ -170,6 +184,9 @@ class Run:
 
     Attributes:
         out: the output folder. history: a :class:`~scratchgen.train.History` of :meth:`log_epoch`.
+        comm: with ``--distributed``, the ranks' :class:`~scratchgen.distributed.Communicator`; else None.
+        rank, world_size: this process's rank and the number of ranks (0 and 1 without ``--distributed``).
+        is_main_process: whether this is rank 0, the one that writes files and prints.
         state: a dict of plain data (arrays, numbers, lists) saved with each checkpoint and restored by
             :meth:`resume`.
         diverged: None, or the :class:`~scratchgen.train.Diverged` error that stopped :meth:`training`.
@@ -183,18 +200,23 @@ class Run:
 
     def __init__(self, args: argparse.Namespace, name: str, may_change=()):
         self.args, self.name = args, name
-        self.quiet = args.quiet
         self.out = args.out or os.path.join("runs", name)
+        backend.set_backend(args.backend)
+        self.comm = distributed.init() if getattr(args, "distributed", False) else None  # after the backend: GPUs
+        self.rank, self.world_size = (self.comm.rank, self.comm.size) if self.comm else (0, 1)
+        self.is_main_process = self.rank == 0
+        self.quiet = args.quiet or not self.is_main_process
         if not args.resume and os.path.exists(self.checkpoint_path):
             if not getattr(args, "overwrite", False):
                 raise FileExistsError(
                     f"{self.checkpoint_path} holds the checkpoint of an earlier run, which a fresh run would "
                     f"replace: continue that run with --resume, write this one elsewhere with --out DIR, or "
                     f"discard the checkpoint with --overwrite")
-            os.remove(self.checkpoint_path)
-        backend.set_backend(args.backend)
+            if self.is_main_process:
+                os.remove(self.checkpoint_path)
         backend.manual_seed(args.seed)
-        os.makedirs(self.out, exist_ok=True)
+        if self.is_main_process:
+            os.makedirs(self.out, exist_ok=True)
         self.may_change = _MAY_CHANGE_ON_RESUME + tuple(may_change)
         self.history = History()
         self.state = {}
@@ -278,7 +300,7 @@ class Run:
         changed = self._check_resumable(state)
         for name, obj in objects.items():
             obj.load_state_dict(state["objects"][name])
-            if isinstance(obj, Optimizer):
+            if isinstance(obj, (Optimizer, distributed.DistributedOptimizer)):
                 obj.lr = self.args.lr  # the command line's, not the checkpoint's
         self._changed_on_resume = list(state.get("changed_on_resume", []))
         if changed:
@@ -286,7 +308,8 @@ class Run:
                                             **{name: list(values) for name, values in changed.items()}})
         self._saved_epoch = state["epoch"]
         if state["rng"] is not None and backend.get_backend() == "numpy":
-            backend.set_rng_state(state["rng"])
+            # This rank's own state; a checkpoint of one process holds rank 0's alone.
+            backend.set_rng_state(state["rng_by_rank"][self.rank] if "rng_by_rank" in state else state["rng"])
         else:
             warnings.warn("resuming without the saved random state (CuPy's cannot be saved): the continued "
                           "run will differ from an uninterrupted one in its random draws")
@@ -300,6 +323,12 @@ class Run:
     def _check_resumable(self, state: dict) -> dict:
         """Apply :meth:`resume`'s rule to the checkpoint's arguments; return the changes allowed,
         ``{name: (saved, now)}``."""
+        saved_size = state.get("world_size", 1)
+        if saved_size != self.world_size:
+            raise ValueError(f"--resume: {self.checkpoint_path} was saved by {saved_size} rank(s), and this run has "
+                             f"{self.world_size}; each rank's random state and share of the data depend on the "
+                             f"number of ranks, so resume it under `mpiexec -n {saved_size}`"
+                             + ("" if saved_size > 1 else " or without --distributed"))
         if self.args.epochs < state["epoch"]:
             raise ValueError(f"--epochs {self.args.epochs}: the checkpoint at {self.checkpoint_path} has already "
                              f"trained {state['epoch']} epochs, and --epochs counts them all; give more than "
@@ -323,6 +352,9 @@ class Run:
         """Save, atomically, the objects given to :meth:`resume`, the random state, the history and
         :attr:`state`, as of the end of ``epoch``; returns the checkpoint's path.
 
+        With ``--distributed`` every rank must call it (it gathers the ranks' random states) and rank 0
+        alone writes; the objects are the same on every rank, as data-parallel training keeps them.
+
         Raises:
             Diverged: a weight (any floating-point array of the objects) is NaN or infinite; the last
                 good checkpoint is left as it was.
@@ -331,18 +363,22 @@ class Run:
         where = _first_non_finite(objects)
         if where is not None:
             raise Diverged(f"{where} is not finite, so it was not saved over the last good checkpoint", epoch=epoch)
-        path = save({
-            "epoch": int(epoch),
-            "objects": objects,
-            "rng": backend.get_rng_state() if backend.get_backend() == "numpy" else None,
-            "history": self.history.state_dict(),
-            "state": self.state,
-            "args": vars(self.args),
-            "changed_on_resume": self._changed_on_resume,
-            "wall_time_s": self.elapsed,
-        }, self.checkpoint_path)
+        rng = backend.get_rng_state() if backend.get_backend() == "numpy" else None
+        ranks = {} if self.comm is None else {"world_size": self.world_size, "rng_by_rank": self.comm.allgather(rng)}
+        if self.is_main_process:
+            save({
+                "epoch": int(epoch),
+                "objects": objects,
+                "rng": rng,
+                **ranks,
+                "history": self.history.state_dict(),
+                "state": self.state,
+                "args": vars(self.args),
+                "changed_on_resume": self._changed_on_resume,
+                "wall_time_s": self.elapsed,
+            }, self.checkpoint_path)
         self._saved_epoch = int(epoch)
-        return path
+        return self.checkpoint_path
 
     def load_checkpoint(self) -> dict | None:
         """The checkpoint in the output folder as saved by :meth:`save_checkpoint`, or None if there is none."""
@@ -386,6 +422,8 @@ class Run:
         ..., "step": ...}``). NaN and infinite values are written as ``null``, so the file is strict JSON.
         Each final metric is a number (or one-element tensor) or a list of numbers.
 
+        With ``--distributed`` only rank 0 writes and prints; the other ranks return the same dict.
+
         Returns:
             The dict written to ``metrics.json``.
         """
@@ -405,6 +443,8 @@ class Run:
             report["divergence"] = str(self.diverged)
             last_line = {"diverged": True, "epoch": self.diverged.epoch, "step": self.diverged.step}
         report = _json_ready(report)
+        if not self.is_main_process:
+            return report
         with atomic_write(self.path("metrics.json"), "w") as file:
             json.dump(report, file, indent=2, allow_nan=False, default=str)
             file.write("\n")

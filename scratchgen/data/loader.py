@@ -28,6 +28,14 @@ provided it counts epochs with ``loader.epoch`` (epochs completed)::
         for x, y in loader:                           # the first pass finishes the interrupted epoch
             ...
 
+Sharding. With ``shard=(rank, size)`` the loader is one of ``size`` data-parallel workers
+(:mod:`scratchgen.distributed`): every worker draws the same permutation from the same seed, and worker
+``rank`` keeps every ``size``-th row of it, starting at row ``rank`` (PyTorch's ``DistributedSampler``
+takes the same stride). The shares are disjoint, and batch ``i`` of all the workers together is exactly
+batch ``i`` of one loader with ``size`` times the batch size, in another row order. So that every
+worker takes the same number of steps, the last ``N mod size`` rows of each epoch's permutation (a
+different few each epoch) are left out.
+
 A loop that counts steps rather than epochs (a GAN's) takes batches from :meth:`DataLoader.endless`,
 epoch after epoch. A loader whose epoch holds no batch (fewer rows than ``batch_size`` with
 ``drop_last``) would make such a stream wait forever for its first batch, so it is refused.
@@ -57,6 +65,9 @@ class DataLoader:
         drop_last: drop the last batch if it has fewer than ``batch_size`` rows.
         device: copy the arrays to the active backend once, here, so that batches are cut on the GPU
             instead of being copied over one by one (faster with CuPy, if the data fit in GPU memory).
+        shard: ``(rank, size)`` to hand out only worker ``rank``'s share of each epoch, of
+            ``N // size`` rows (see the module docstring); None for all N rows. ``batch_size`` is then
+            per worker.
 
     Yields:
         A tuple with one Tensor per array, of shape ``(B, *array.shape[1:])`` and the array's dtype,
@@ -66,7 +77,7 @@ class DataLoader:
     """
 
     def __init__(self, *arrays, batch_size: int = 64, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, device: bool = False):
+                 drop_last: bool = False, device: bool = False, shard: tuple[int, int] | None = None):
         if not arrays:
             raise ValueError("DataLoader: give at least one array")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, numpy.integer)) or batch_size < 1:
@@ -84,15 +95,21 @@ class DataLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.device = device
+        self.shard = _checked_shard(shard)
         self._generator = numpy.random.default_rng(seed)
         self.epoch = 0  # epochs completed
         self._epoch_start_state = self._generator.bit_generator.state  # before this epoch's permutation
         self._batches_done = 0  # batches of the current epoch handed out
         self._resume = False  # the next iteration continues the current epoch (after load_state_dict)
 
+    @property
+    def rows_per_epoch(self) -> int:
+        """Rows this loader hands out per epoch: N, or ``N // size`` with a shard."""
+        return self.num_samples if self.shard is None else self.num_samples // self.shard[1]
+
     def __len__(self) -> int:
         """Number of batches per epoch."""
-        full, rest = divmod(self.num_samples, self.batch_size)
+        full, rest = divmod(self.rows_per_epoch, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
     def __iter__(self):
@@ -103,6 +120,9 @@ class DataLoader:
             self._epoch_start_state = self._generator.bit_generator.state
             self._batches_done = 0
         order = self._generator.permutation(self.num_samples) if self.shuffle else numpy.arange(self.num_samples)
+        if self.shard is not None:
+            rank, size = self.shard
+            order = order[rank:self.rows_per_epoch * size:size]
         if self.device:
             order = backend.asarray(order)
 
@@ -127,10 +147,10 @@ class DataLoader:
                 the call, not at the first ``next()``).
         """
         if len(self) == 0:
-            fix = (f"use a batch_size of at most {self.num_samples}" if self.num_samples
-                   else "the arrays have no rows")
+            fix = (f"use a batch_size of at most {self.rows_per_epoch}" if self.rows_per_epoch
+                   else "the arrays have too few rows")
             raise ValueError(f"DataLoader.endless: with batch_size={self.batch_size} and drop_last={self.drop_last}, "
-                             f"an epoch of {self.num_samples} samples holds no batch, so the stream would never "
+                             f"an epoch of {self.rows_per_epoch} samples holds no batch, so the stream would never "
                              f"yield one; {fix}")
         return self._batches_forever()
 
@@ -164,5 +184,17 @@ class DataLoader:
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in self.arrays)
+        shard = "" if self.shard is None else f", shard={self.shard}"
         return (f"DataLoader({shapes}; batch_size={self.batch_size}, shuffle={self.shuffle}, seed={self.seed}, "
-                f"drop_last={self.drop_last}, {len(self)} batches)")
+                f"drop_last={self.drop_last}{shard}, {len(self)} batches)")
+
+
+def _checked_shard(shard):
+    """``shard`` as a pair of ints ``(rank, size)`` with 0 <= rank < size, or None."""
+    if shard is None:
+        return None
+    is_int = lambda n: isinstance(n, (int, numpy.integer)) and not isinstance(n, bool)  # noqa: E731
+    if not (isinstance(shard, (tuple, list)) and len(shard) == 2 and all(map(is_int, shard))
+            and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"DataLoader: shard must be a pair of ints (rank, size) with 0 <= rank < size, got {shard!r}")
+    return int(shard[0]), int(shard[1])
