@@ -18,6 +18,11 @@ et al. 2017, with a small MNIST classifier in place of ImageNet's Inception netw
   some digits out.
 * :func:`inception_score`: exp(E_x KL(p(y|x) ‖ p(y))). High when each image is confidently one digit
   (p(y|x) is sharp) *and* all digits appear (the marginal p(y) is flat); at most the number of classes.
+* :func:`conditional_accuracy`: for a conditional generator, the share of the samples asked for digit y
+  that the classifier takes for a y;
+* :func:`classification_accuracy_score` (Ravuri and Vinyals 2019): train the classifier's architecture on
+  generated pairs (x′, y′) only and test it on real digits; high only when each digit's samples are both
+  right and as varied as the real ones (a generator that draws one perfect 7 for every 7 scores low);
 * :func:`frechet_distance`: the Fréchet (2-Wasserstein) distance between Gaussians fitted to the
   classifier's features of generated and of real images,
   ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½). Zero when the feature distributions' first two moments agree.
@@ -295,3 +300,47 @@ def normalized_mutual_info(clusters, labels) -> float:
     entropy = lambda q: float(-(q * numpy.log(q)).sum())  # noqa: E731  (marginals of a table have no zeros)
     mean_entropy = (entropy(p_cluster) + entropy(p_label)) / 2
     return max(mutual, 0.0) / mean_entropy if mean_entropy > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------- conditional models
+
+
+def conditional_accuracy(classifier, images, asked_labels) -> float:
+    """The share of samples asked for label y that the classifier assigns to y.
+
+    Args:
+        classifier: see :func:`classifier_outputs`.
+        images: (N, 1, 28, 28) generated images in [0, 1] (or uint8).
+        asked_labels: (N,) the integer labels the generator was given.
+    """
+    probabilities, _ = classifier_outputs(classifier, images)
+    asked = backend.to_numpy(asked_labels)
+    if asked.shape != (len(probabilities),):
+        raise ValueError(f"conditional_accuracy: {len(probabilities)} images but labels of shape {asked.shape}")
+    return float((probabilities.argmax(axis=1) == asked).mean())
+
+
+def classification_accuracy_score(images, labels, test_images, test_labels, epochs: int = JUDGE_EPOCHS,
+                                  seed: int = 0, batch_size: int = 64, lr: float = 1e-3) -> float:
+    """The Classification Accuracy Score (Ravuri and Vinyals 2019): the test accuracy on real digits of a
+    classifier trained on generated pairs (x′, y′) alone.
+
+    The classifier is the judge's architecture and training (:func:`mnist_classifier`), so the score sits
+    beside the same classifier trained on real digits. Training uses its own seed and leaves scratchgen's
+    random stream as it found it.
+
+    Args:
+        images: (N, 1, 28, 28) or (N, 28, 28) generated images in [0, 1] (or uint8). labels: (N,) their labels.
+        test_images, test_labels: the real digits it is tested on.
+        epochs, seed, batch_size, lr: the training settings.
+
+    Returns:
+        The test accuracy, in [0, 1].
+    """
+    from scratchgen.models.classifier import ConvClassifier, accuracy, train_classifier
+
+    with backend.fork_rng(seed):
+        model = ConvClassifier()
+        train_classifier(model, images, backend.to_numpy(labels), epochs=epochs, batch_size=batch_size, lr=lr,
+                         seed=seed)
+    return accuracy(model, test_images, test_labels)

@@ -24,7 +24,7 @@ import numbers
 from scratchgen import backend
 from scratchgen.nn.module import array_to_load
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "linear_decay"]
 
 
 class Optimizer:
@@ -245,3 +245,14 @@ class Adam(Optimizer):
         xp.divide(m, scratch, out=scratch)
         scratch *= self.lr / (1 - beta1**t)
         param.data -= scratch
+
+
+def linear_decay(lr: float, step: int, total: int, decay_from: float) -> float:
+    """A learning-rate schedule: ``lr`` until the fraction ``decay_from`` of ``total`` steps, then falling
+    linearly to 0 at the last step (1: never). A function of the step alone, so that a resumed run follows
+    the same schedule; set it before each step with ``opt.lr = linear_decay(base, step, total, 0.5)``.
+    """
+    start = decay_from * total
+    if step < start:
+        return lr
+    return lr * (total - step) / max(total - start, 1)

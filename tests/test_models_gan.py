@@ -257,14 +257,14 @@ def test_dcgan_shapes_and_parameter_layout():
     assert discriminator(images).shape == (2, 1)
     shapes = {name: p.shape for name, p in generator.named_parameters()}
     assert shapes["net.0.weight"] == (128 * 7 * 7, 100) and shapes["net.4.weight"] == (128, 64, 4, 4)
-    assert DCGANDiscriminator().net[0].weight.shape == (32, 1, 4, 4)
+    assert DCGANDiscriminator().body[0].weight.shape == (32, 1, 4, 4)
 
 
 def test_dcgan_networks_start_from_dcgan_initialisation():
     # N(0, 0.02²) weights (600,000 of them in the first layer: the sample std is within 1e-4 of 0.02),
     # zero biases, batch-norm scales N(1, 0.02²).
     generator, discriminator = DCGANGenerator(), DCGANDiscriminator()
-    for layer in (generator.net[0], generator.net[4], discriminator.net[2], discriminator.net[5]):
+    for layer in (generator.net[0], generator.net[4], discriminator.body[2], discriminator.head):
         weight = layer.weight.numpy()
         assert abs(weight.std() - 0.02) < 0.002 and abs(weight.mean()) < 0.002
         assert not layer.bias.numpy().any()
@@ -292,8 +292,8 @@ def test_gradient_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squa
     # D(x) = w·x + b has ∇ₓD = w at every x̂, whatever ε, so the penalty is λ(‖w‖ − 1)² exactly. A
     # packing critic sees p samples side by side: w has 2p entries, and the norm is the whole pack's.
     critic = _float64(MLPDiscriminator((2,), hidden=(), packing=packing))
-    critic.net[0].weight.data = rng.normal(0, 1, (1, 2 * packing))
-    w = critic.net[0].weight.numpy().ravel()
+    critic.head.weight.data = rng.normal(0, 1, (1, 2 * packing))
+    w = critic.head.weight.numpy().ravel()
     real, fake = t64(rng.normal(size=(8, 2)), requires_grad=False), t64(rng.normal(size=(8, 2)), requires_grad=False)
     for gp_lambda in (10.0, 0.5):
         expected = gp_lambda * (np.linalg.norm(w) - 1) ** 2
@@ -303,7 +303,7 @@ def test_gradient_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squa
 @pytest.mark.parametrize("packing", [1, 2])
 def test_r1_penalty_of_a_linear_discriminator_is_half_gamma_times_squared_norm(packing, rng):
     discriminator = _float64(MLPDiscriminator((2,), hidden=(), packing=packing))
-    w = discriminator.net[0].weight.numpy().ravel()
+    w = discriminator.head.weight.numpy().ravel()
     real = t64(rng.normal(size=(8, 2)), requires_grad=False)
     for gamma in (10.0, 0.1):
         assert r1_penalty(discriminator, real, gamma).item() == pytest.approx(gamma / 2 * w @ w, rel=1e-12)
@@ -381,7 +381,7 @@ def test_a_linear_critic_trained_with_the_penalty_settles_at_its_penalised_optim
         adam.zero_grad()
         loss.backward()
         adam.step()
-    assert np.linalg.norm(critic.net[0].weight.numpy()) == pytest.approx(1.15, abs=0.01)
+    assert np.linalg.norm(critic.head.weight.numpy()) == pytest.approx(1.15, abs=0.01)
     assert -critic_loss(critic(real), critic(fake)).item() == pytest.approx(3.45, abs=0.03)
 
 
@@ -441,14 +441,14 @@ def test_a_wgan_gp_step_trains_a_packed_dcgan_critic_through_its_convolutions():
                          k=1, loss="wgan-gp")
     real = sg.rand(4, 1, 28, 28) * 2 - 1
     gradient_penalty(critic, real, trainer.sample(4)).backward()
-    assert all(np.abs(critic.net[i].weight.grad).max() > 0 for i in (0, 2, 5))  # double backward through conv
+    assert all(np.abs(layer.weight.grad).max() > 0 for layer in (critic.body[0], critic.body[2], critic.head))  # double backward through conv
     before = {name: p.data.copy() for name, p in critic.named_parameters()}
     stats = trainer.train_iteration(lambda: real)
     assert all(np.isfinite(value.item()) for value in stats.values())
     # Every parameter moves but the last bias: a constant added to the critic cancels in mean D(x) − mean
     # D(G(z)) and leaves ∇ₓD alone, so its gradient is exactly 0.
     unchanged = [name for name, p in critic.named_parameters() if np.array_equal(before[name], p.data)]
-    assert unchanged == ["net.5.bias"]
+    assert unchanged == ["head.bias"]
 
 
 def test_a_wgan_gp_learns_the_mean_and_covariance_of_a_gaussian():

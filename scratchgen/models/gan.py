@@ -19,13 +19,14 @@ The networks output logits l (D(x) = σ(l)), never probabilities, and the losses
 
 which stay finite for logits of any size, where log(σ(l)) would give log(0) = −inf once σ saturates.
 
-The networks:
+The networks, unconditional or class-conditional, live in :mod:`scratchgen.models.gan_networks` and are
+re-exported here: the dense pair, and the small DCGAN for 28×28 images.
 
-* :class:`MLPGenerator` and :class:`MLPDiscriminator`: dense networks for the 2-D toy mixtures and for
-  MNIST (ReLU in G, LeakyReLU(0.2) in D, as DCGAN advises);
-* :class:`DCGANGenerator` and :class:`DCGANDiscriminator`: the small DCGAN for 28×28 images (Radford et
-  al. 2016): transposed convolutions with batch norm in G, strided convolutions with LeakyReLU in D,
-  initialised as that paper prescribes (:func:`dcgan_init_`).
+**Conditional and joint games.** With a conditional pair (built with ``classes=C``), the trainer plays the
+same Algorithm 1 for p(x | y) (Mirza and Osindero 2014): each real minibatch comes with its labels, each
+fake one is G(z, y) for labels y drawn from the label prior p(y), and D judges the pairs (x, y). With a
+:class:`~scratchgen.models.gan_networks.JointGenerator`, G draws the label itself, (x, p(y|z)) = G(z),
+and D judges those pairs against the real (x, y): a GAN of the joint p(x, y).
 
 Two gradient penalties keep D smooth in its input:
 
@@ -62,10 +63,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from scratchgen import nn
+import numpy
+
+from scratchgen import backend, nn
 from scratchgen.autograd import no_grad
+from scratchgen.models.gan_networks import (  # noqa: F401  re-exported: the networks GANTrainer trains
+    DCGANDiscriminator, DCGANGenerator, JointGenerator, MLPDiscriminator, MLPGenerator, dcgan_init_, pack,
+)
 from scratchgen.models.penalties import gradient_penalty, r1_penalty
-from scratchgen.nn import init
 from scratchgen.nn import functional as F
 from scratchgen.ops import concatenate
 from scratchgen.tensor import Tensor, randn
@@ -73,7 +78,7 @@ from scratchgen.tensor import Tensor, randn
 __all__ = [
     "value_function", "discriminator_loss", "generator_loss", "critic_loss", "GENERATOR_LOSSES",
     "gradient_penalty", "r1_penalty", "pack", "MLPGenerator", "MLPDiscriminator",
-    "DCGANGenerator", "DCGANDiscriminator", "dcgan_init_", "GANTrainer", "frozen",
+    "DCGANGenerator", "DCGANDiscriminator", "JointGenerator", "dcgan_init_", "GANTrainer", "frozen",
 ]
 
 # The games GANTrainer plays, named by the generator's loss: the two of Goodfellow et al. and WGAN-GP.
@@ -145,141 +150,6 @@ def critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     return fake_scores.mean() - real_scores.mean()
 
 
-def pack(x: Tensor, packing: int) -> Tensor:
-    """Group p = ``packing`` consecutive samples into one: (N, C, ...) -> (N/p, p·C, ...) (PacGAN).
-
-    Samples i·p ... i·p + p − 1 become pack i, their features (or channels) side by side.
-
-    Raises:
-        ValueError: N is not a multiple of p.
-    """
-    if packing == 1:
-        return x
-    if x.shape[0] % packing:
-        raise ValueError(f"pack: a batch of {x.shape[0]} samples (shape {x.shape}) cannot be split into packs of "
-                         f"{packing}; use a batch size that is a multiple of the packing")
-    return x.reshape((x.shape[0] // packing, packing * x.shape[1]) + x.shape[2:])
-
-
-# -------------------------------------------------------------------------------------- the networks
-
-
-class MLPGenerator(nn.Module):
-    """z (N, latent_dim) -> samples (N, *out_shape) through hidden ReLU layers.
-
-    Args:
-        latent_dim: dimension of the noise z.
-        out_shape: shape of one sample: (2,) for the toy mixtures, (1, 28, 28) for MNIST.
-        hidden: widths of the hidden layers.
-        tanh: squash the output into (−1, 1), for images scaled to that range.
-    """
-
-    def __init__(self, latent_dim: int = 2, out_shape=(2,), hidden=(128, 128, 128), tanh: bool = False):
-        super().__init__()
-        self.latent_dim, self.out_shape = latent_dim, tuple(out_shape)
-        out_features = 1
-        for size in self.out_shape:
-            out_features *= size
-        layers, width = [], latent_dim
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        layers.append(nn.Linear(width, out_features))
-        if tanh:
-            layers.append(nn.Tanh())
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z):
-        return self.net(z).reshape((z.shape[0],) + self.out_shape)
-
-
-class MLPDiscriminator(nn.Module):
-    """Samples (N, *in_shape) -> logits (N/packing, 1) through hidden LeakyReLU layers.
-
-    Args:
-        in_shape: shape of one sample.
-        hidden: widths of the hidden layers.
-        negative_slope: the LeakyReLU slope for negative inputs.
-        packing: samples judged together (PacGAN); the batch must be a multiple of it.
-    """
-
-    def __init__(self, in_shape=(2,), hidden=(128, 128, 128), negative_slope: float = 0.2, packing: int = 1):
-        super().__init__()
-        self.packing = packing
-        in_features = packing
-        for size in in_shape:
-            in_features *= size
-        layers, width = [], in_features
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.LeakyReLU(negative_slope)]
-            width = size
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(pack(x.reshape(x.shape[0], -1), self.packing))
-
-
-def dcgan_init_(module: nn.Module) -> nn.Module:
-    """DCGAN's initialisation, in place (Radford et al. 2016, section 4): every linear and convolution
-    weight from N(0, 0.02²), biases 0; batch norm's scale γ from N(1, 0.02²), its shift β 0.
-
-    Far smaller weights than PyTorch's default (U(±1/√fan_in)); on MNIST, with this pair of networks,
-    the generator reaches a given Inception Score in about two thirds of the iterations.
-    """
-    for layer in module.modules():
-        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            init.normal_(layer.weight, 0.0, 0.02)
-            if layer.bias is not None:
-                init.zeros_(layer.bias)
-        elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and layer.weight is not None:
-            init.normal_(layer.weight, 1.0, 0.02)
-            init.zeros_(layer.bias)
-    return module
-
-
-class DCGANGenerator(nn.Module):
-    """z (N, latent_dim) -> images (N, 1, 28, 28) in (−1, 1), the small DCGAN of the lecture:
-
-    Linear to 128×7×7, BatchNorm, ReLU; ConvTranspose 128→64 (k4 s2 p1) to 14×14, BatchNorm, ReLU;
-    ConvTranspose 64→1 (k4 s2 p1) to 28×28, tanh. Each transposed convolution doubles the image's side.
-    """
-
-    def __init__(self, latent_dim: int = 100, channels: int = 1):
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, 128 * 7 * 7), nn.BatchNorm1d(128 * 7 * 7), nn.ReLU(), nn.Unflatten((128, 7, 7)),
-            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.ConvTranspose2d(64, channels, 4, stride=2, padding=1), nn.Tanh(),
-        )
-        dcgan_init_(self)
-
-    def forward(self, z):
-        return self.net(z)
-
-
-class DCGANDiscriminator(nn.Module):
-    """Images (N, 1, 28, 28) -> logits (N/packing, 1): Conv 1→32 (k4 s2 p1) to 14×14, LeakyReLU(0.2);
-    Conv 32→64 (k4 s2 p1) to 7×7, LeakyReLU(0.2); Linear 64·7·7 → 1.
-
-    With ``packing=p`` the p images of a pack are stacked as p channels of one input.
-    """
-
-    def __init__(self, channels: int = 1, packing: int = 1, negative_slope: float = 0.2):
-        super().__init__()
-        self.packing = packing
-        self.net = nn.Sequential(
-            nn.Conv2d(packing * channels, 32, 4, stride=2, padding=1), nn.LeakyReLU(negative_slope),
-            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.LeakyReLU(negative_slope),
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 1),
-        )
-        dcgan_init_(self)
-
-    def forward(self, x):
-        return self.net(pack(x, self.packing))
-
-
 # -------------------------------------------------------------------------------------- Algorithm 1
 
 
@@ -319,10 +189,19 @@ class GANTrainer:
         r1_every: add the R1 penalty on one discriminator step in this many, weighted by r1_every so that
             its average gradient is unchanged: StyleGAN2's "lazy regularisation" (Karras et al. 2020,
             section 3.1), which saves most of the penalty's double backward. 1: every step.
+        label_prior: for a conditional pair, p(y), the probabilities of the C labels that fake samples are
+            asked for (C numbers summing to 1); uniform by default.
+
+    A pair of networks built with ``classes=C`` plays the conditional game: the minibatches that
+    ``real_batch`` returns are pairs (x, y) of samples and integer labels, and G's samples are pairs
+    (G(z, y), y) with y ~ p(y). A :class:`JointGenerator` makes pairs (x, p(y|z)) itself; D then judges
+    each pair, with the real labels as one-hot rows.
 
     Raises:
         ValueError: an unknown loss, k < 1, a negative λ or γ, ``gp_lambda`` without "wgan-gp",
-            ``r1_gamma`` with it (WGAN-GP has its own penalty), or ``r1_every`` < 1 or without ``r1_gamma``.
+            ``r1_gamma`` with it (WGAN-GP has its own penalty), or ``r1_every`` < 1 or without ``r1_gamma``;
+            a generator and a discriminator conditioned on different numbers of classes; "wgan-gp" with
+            labels; a label prior that is not C probabilities.
 
     Attributes:
         iteration: iterations completed. discriminator_steps, generator_steps: updates made so far.
@@ -340,7 +219,7 @@ class GANTrainer:
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, generator_optimizer, discriminator_optimizer,
                  k: int | None = None, loss: str = "non_saturating", gp_lambda: float | None = None,
-                 r1_gamma: float = 0.0, r1_every: int = 1):
+                 r1_gamma: float = 0.0, r1_every: int = 1, label_prior=None):
         if loss not in GENERATOR_LOSSES:
             raise ValueError(f"GANTrainer: loss must be one of {GENERATOR_LOSSES}, got {loss!r}")
         k = (5 if loss == "wgan-gp" else 1) if k is None else k
@@ -364,6 +243,9 @@ class GANTrainer:
                              f"got {r1_every!r}")
         if r1_every != 1 and not r1_gamma:
             raise ValueError(f"GANTrainer: r1_every={r1_every} spaces out the R1 penalty, which is off (r1_gamma=0)")
+        self.classes = self._check_classes(generator, discriminator, loss)
+        self.joint = isinstance(generator, JointGenerator)  # G draws its own labels
+        self.label_prior = self._check_prior(label_prior)
         self.generator, self.discriminator = generator, discriminator
         self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
         self.k, self.loss = k, loss
@@ -371,9 +253,62 @@ class GANTrainer:
         self.last_r1_penalty = None  # the latest R1 penalty, reported between its lazy steps
         self.iteration = self.discriminator_steps = self.generator_steps = 0
 
+    @staticmethod
+    def _check_classes(generator, discriminator, loss: str) -> int:
+        """C, the number of labels both networks read (0: an unconditional game)."""
+        classes, judged = getattr(generator, "classes", 0), getattr(discriminator, "classes", 0)
+        if classes != judged:
+            raise ValueError(f"GANTrainer: the generator is conditioned on {classes} classes and the discriminator on "
+                             f"{judged}; build both with the same classes (0 for an unconditional GAN)")
+        if classes and loss == "wgan-gp":
+            raise ValueError("GANTrainer: loss='wgan-gp' is for unconditional pairs here (its penalty interpolates "
+                             "between samples, which labelled pairs would need a rule for); use a GAN loss, with r1_gamma")
+        return classes
+
+    def _check_prior(self, label_prior):
+        """p(y) as a device array of C probabilities, or None for an unconditional game."""
+        if not self.classes:
+            if label_prior is not None:
+                raise ValueError("GANTrainer: label_prior is for a conditional pair (built with classes=C)")
+            return None
+        prior = numpy.full(self.classes, 1 / self.classes) if label_prior is None else numpy.asarray(label_prior, float)
+        if prior.shape != (self.classes,) or (prior < 0).any() or abs(prior.sum() - 1) > 1e-6:
+            raise ValueError(f"GANTrainer: label_prior must be {self.classes} probabilities summing to 1, got {prior}")
+        return backend.asarray(prior / prior.sum())
+
     def noise(self, m: int) -> Tensor:
         """m draws of z ~ N(0, I), (m, latent_dim), from scratchgen's seeded generator."""
         return randn(m, self.generator.latent_dim)
+
+    def labels(self, m: int):
+        """m labels drawn from the label prior p(y): an integer array (m,) on the active device."""
+        xp = backend.xp
+        cumulative = xp.cumsum(self.label_prior)
+        u = backend.rng().random(m, dtype=self.label_prior.dtype)
+        return xp.minimum(xp.searchsorted(cumulative, u, side="right"), self.classes - 1).astype(xp.int64)
+
+    def generate(self, noise: Tensor, labels=None):
+        """G's samples as D judges them, from the noise: (samples, labels), with labels None for an
+        unconditional G; y ~ p(y) (or ``labels``) for a conditional one; p(y|z) for a joint one."""
+        if self.joint:
+            return self.generator(noise)
+        if not self.classes:
+            return self.generator(noise), None
+        labels = self.labels(len(noise)) if labels is None else labels
+        return self.generator(noise, labels), labels
+
+    def judge(self, x: Tensor, labels=None) -> Tensor:
+        """D's logits on samples x, with their labels for a conditional D."""
+        return self.discriminator(x) if labels is None else self.discriminator(x, labels)
+
+    def _split(self, real):
+        """A real minibatch as (samples, labels): labels None in an unconditional game."""
+        if not self.classes:
+            return real, None
+        if not (isinstance(real, (tuple, list)) and len(real) == 2):
+            raise ValueError("GANTrainer: a conditional game needs real minibatches of pairs (samples, labels), "
+                             f"got {type(real).__name__}")
+        return real
 
     def discriminator_step(self, real: Tensor, noise: Tensor | None = None) -> dict:
         """One descent step of D's loss in D's parameters, on a minibatch of data and of fresh noise.
@@ -382,7 +317,7 @@ class GANTrainer:
         is :func:`critic_loss` plus :func:`gradient_penalty`.
 
         Args:
-            real: m data samples, (m, ...).
+            real: m data samples, (m, ...); in a conditional game the pair (samples, labels (m,)).
             noise: the m noise draws, (m, latent_dim); fresh ones by default.
 
         Returns:
@@ -392,10 +327,11 @@ class GANTrainer:
             Wasserstein distance (a critic's scores have no meaning one by one, being defined up to a
             constant), and "gradient_penalty".
         """
+        real, real_labels = self._split(real)
         noise = self.noise(len(real)) if noise is None else noise
         with no_grad():  # G is held fixed: record nothing of its graph
-            fake = self.generator(noise)
-        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+            fake, fake_labels = self.generate(noise)
+        real_out, fake_out = self.judge(real, real_labels), self.judge(fake, fake_labels)
         if self.loss == "wgan-gp":
             wasserstein_loss = critic_loss(real_out, fake_out)
             penalty = gradient_penalty(self.discriminator, real, fake, self.gp_lambda)
@@ -408,7 +344,7 @@ class GANTrainer:
             if self.r1_gamma:
                 # Lazily every r1_every steps, and on a run's (or a resume's) first, so there is one to report.
                 if self.discriminator_steps % self.r1_every == 0 or self.last_r1_penalty is None:
-                    penalty = r1_penalty(self.discriminator, real, self.r1_gamma)
+                    penalty = r1_penalty(self.discriminator, real, self.r1_gamma, real_labels)
                     loss = loss + self.r1_every * penalty
                     self.last_r1_penalty = penalty.detach()
                 stats["r1_penalty"] = self.last_r1_penalty
@@ -426,7 +362,7 @@ class GANTrainer:
         """
         noise = self.noise(m) if noise is None else noise
         with frozen(self.discriminator):
-            loss = generator_loss(self.discriminator(self.generator(noise)), self.loss)
+            loss = generator_loss(self.judge(*self.generate(noise)), self.loss)
             self.generator_optimizer.zero_grad()
             loss.backward()
         self.generator_optimizer.step()
@@ -445,26 +381,50 @@ class GANTrainer:
         for _ in range(self.k):
             real = real_batch()
             stats = self.discriminator_step(real)
-        stats.update(self.generator_step(len(real)))
+        stats.update(self.generator_step(len(self._split(real)[0])))
         self.iteration += 1
         return stats
 
-    def sample(self, n: int, batch_size: int = 1000, noise: Tensor | None = None) -> Tensor:
+    def sample(self, n: int, batch_size: int = 1000, noise: Tensor | None = None, labels=None) -> Tensor:
         """n samples of G in evaluation mode (batch norm on its running statistics), without a graph.
 
         Args:
             n: number of samples. batch_size: how many to generate at once.
             noise: (n, latent_dim) to use instead of fresh draws (to follow fixed codes through training).
+            labels: for a conditional G, the labels asked for, (n,) integers or (n, C) label rows (a blend
+                of two digits); drawn from the label prior by default.
+        """
+        return self.sample_pairs(n, batch_size, noise, labels)[0]
+
+    def sample_pairs(self, n: int, batch_size: int = 1000, noise: Tensor | None = None, labels=None):
+        """n draws (x′, y′) of the joint p(x, y) that G models, in evaluation mode, without a graph.
+
+        A conditional G draws y′ from the label prior (or takes ``labels``), then x′ = G(z, y′); a joint G
+        draws both at once and y′ is the most probable label of its p(y|z). Unconditional: labels None.
+
+        Returns:
+            (samples Tensor (n, ...), labels: an integer array (n,) on the device, the rows given, or None).
         """
         noise = self.noise(n) if noise is None else noise
+        if self.classes and not self.joint and labels is None:
+            labels = self.labels(n)
         was_training = self.generator.training
         self.generator.eval()
+        samples, drawn = [], []
         try:
             with no_grad():
-                parts = [self.generator(noise[i:i + batch_size]) for i in range(0, len(noise), batch_size)]
+                for i in range(0, len(noise), batch_size):
+                    rows = None if labels is None else labels[i:i + batch_size]
+                    x, y = self.generate(noise[i:i + batch_size], rows)
+                    samples.append(x)
+                    if self.joint:
+                        drawn.append(y.data.argmax(axis=1))
         finally:
             self.generator.train(was_training)
-        return parts[0] if len(parts) == 1 else concatenate(parts)
+        x = samples[0] if len(samples) == 1 else concatenate(samples)
+        if not self.joint:
+            return x, labels  # None for an unconditional G
+        return x, drawn[0] if len(drawn) == 1 else backend.xp.concatenate(drawn)
 
     # ------------------------------------------------------------------ checkpoints
 

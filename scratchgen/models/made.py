@@ -32,6 +32,13 @@ At test time the model is then an ensemble: p(x) = (1/M) Σ_m p_m(x), so log p(x
 the M log-likelihoods (:meth:`MADE.log_prob` with ``masks=M``). Probabilities are averaged, never logits:
 averaged logits would be no mixture of the models, nor even normalised.
 
+**Class-conditional MADE.** Built with ``classes=C``, every layer's pre-activation gets a learned vector of
+the label y added, W_l(M_l ⊙ h) + V_l·onehot(y) + b_l (the conditioning of the conditional PixelCNN, van
+den Oord et al. 2016). The label is given, not modelled, so any output may read it without breaking the
+ordering: the network computes the conditionals of p(x | y) = Π_i p(x_o(i) | x_o(<i), y), exactly. With
+the ten conditional likelihoods, Bayes' rule turns the model into a classifier,
+p(y | x) = p(y) p(x | y) / Σ_y' p(y') p(x | y') (:meth:`MADE.classify`): a generative model that classifies.
+
 The conditionals are Bernoulli (one logit per binary pixel) in :class:`MADE`; for real-valued data
 :class:`GaussianMixtureMADE` makes each conditional a mixture of K Gaussians (as in the MDN of Bishop
 1994; the RNADE of Uria et al. 2013 does the same). Both give the exact log-likelihood and draw exact
@@ -104,6 +111,8 @@ class MADE(nn.Module):
         seed: seed of the host generator that draws the orderings and degrees; mask set k is always the
             same for the same seed, so it can be rebuilt at test time.
         outputs_per_dim: parameters per variable (1 logit here; subclasses need more).
+        classes: 0 for p(x); C > 0 for p(x | y): then the forward, :meth:`log_prob` and :meth:`sample` take
+            the labels ``y``, (N,) integers or (N, C) label rows.
 
     Attributes:
         layers: a ModuleList of MaskedLinear layers.
@@ -113,7 +122,7 @@ class MADE(nn.Module):
     """
 
     def __init__(self, in_features: int, hidden_sizes=(500,), ordering=None, num_masks: int = 1,
-                 order_agnostic: bool = False, seed: int = 0, outputs_per_dim: int = 1):
+                 order_agnostic: bool = False, seed: int = 0, outputs_per_dim: int = 1, classes: int = 0):
         super().__init__()
         if in_features < 2:
             raise ValueError(f"{type(self).__name__}: needs at least 2 variables, got in_features={in_features}")
@@ -125,6 +134,9 @@ class MADE(nn.Module):
         self.base_ordering = self._check_ordering(ordering)
         sizes = (in_features,) + self.hidden_sizes + (in_features * outputs_per_dim,)
         self.layers = nn.ModuleList(nn.MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.classes = classes
+        if classes:  # V_l: the label's vector added to layer l's pre-activation; unmasked, as y is given
+            self.label_layers = nn.ModuleList(nn.Linear(classes, b, bias=False) for b in sizes[1:])
         self.use_masks(0)
 
     def _check_ordering(self, ordering) -> numpy.ndarray:
@@ -170,21 +182,27 @@ class MADE(nn.Module):
 
     # ------------------------------------------------------------------ the network
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y=None) -> Tensor:
         """The parameters of every conditional, from one pass.
 
         Args:
             x: (N, D).
+            y: the labels, for a class-conditional MADE.
 
         Returns:
             (N, D) logits when ``outputs_per_dim`` is 1, else (N, D, outputs_per_dim).
         """
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"{type(self).__name__}: expected input (N, {self.in_features}), got {x.shape}")
+        labels = self._label_rows(y, len(x))
         h = x
-        for layer in self.layers[:-1]:
-            h = F.relu(layer(h))
-        out = self.layers[-1](h)
+        for index, layer in enumerate(self.layers):
+            h = layer(h)
+            if labels is not None:
+                h = h + self.label_layers[index](labels)
+            if index < len(self.layers) - 1:
+                h = F.relu(h)
+        out = h
         return out if self.outputs_per_dim == 1 else out.reshape(x.shape[0], self.in_features, self.outputs_per_dim)
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
@@ -198,16 +216,30 @@ class MADE(nn.Module):
 
     # ------------------------------------------------------------------ density and samples
 
-    def log_prob(self, x: Tensor, masks: int = 1) -> Tensor:
-        """The exact log-likelihood log p(x) in nats, one per example: (N,).
+    def _label_rows(self, y, n: int):
+        """The labels as rows (n, C) for a class-conditional MADE, None for an unconditional one."""
+        if not self.classes:
+            if y is not None:
+                raise ValueError(f"{type(self).__name__}: an unconditional model (classes=0) was given labels")
+            return None
+        if y is None:
+            raise ValueError(f"{type(self).__name__}: a class-conditional model (classes={self.classes}) needs labels y")
+        rows = F.label_vectors(y, self.classes, self.layers[0].weight.dtype)
+        if len(rows) != n:
+            raise ValueError(f"{type(self).__name__}: {n} examples but {len(rows)} labels")
+        return rows
+
+    def log_prob(self, x: Tensor, masks: int = 1, y=None) -> Tensor:
+        """The exact log-likelihood log p(x) (log p(x | y) given labels) in nats, one per example: (N,).
 
         Args:
             x: (N, D).
             masks: 1 for the mask set in use; M > 1 for the ensemble of mask sets 0..M-1,
                 log (1/M) Σ_m p_m(x) = logsumexp_m log p_m(x) - log M. The set in use is restored after.
+            y: the labels, for a class-conditional MADE.
         """
         if masks == 1:
-            return self.conditional_log_prob(self(x), x).sum(axis=1)
+            return self.conditional_log_prob(self(x, y), x).sum(axis=1)
         if not 1 <= masks <= self.num_masks:
             raise ValueError(f"{type(self).__name__}.log_prob: masks={masks}, but the model has "
                              f"{self.num_masks} mask sets")
@@ -215,11 +247,29 @@ class MADE(nn.Module):
         per_mask = []
         for index in range(masks):
             self.use_masks(index)
-            per_mask.append(self.conditional_log_prob(self(x), x).sum(axis=1))
+            per_mask.append(self.conditional_log_prob(self(x, y), x).sum(axis=1))
         self.use_masks(current)
         return stack(per_mask, axis=0).logsumexp(axis=0) - math.log(masks)
 
-    def sample(self, n: int = 1, x=None, start: int = 0) -> Tensor:
+    def classify(self, x: Tensor, prior=None, masks: int = 1) -> Tensor:
+        """p(y | x) by Bayes' rule from the C class-conditional likelihoods: (N, C), rows summing to 1.
+
+        log p(y | x) = log p(y) + log p(x | y) − logsumexp_y' [log p(y') + log p(x | y')]: C passes of the
+        network, no gradient.
+
+        Args:
+            x: (N, D). prior: p(y), C probabilities; uniform by default. masks: as in :meth:`log_prob`.
+        """
+        if not self.classes:
+            raise ValueError(f"{type(self).__name__}.classify: needs a class-conditional model (built with classes=C)")
+        xp = backend.xp
+        prior = xp.full(self.classes, 1 / self.classes) if prior is None else backend.asarray(prior)
+        with no_grad():
+            joint = stack([self.log_prob(x, masks, y=xp.full(len(x), label, dtype=xp.int64)) for label in
+                           range(self.classes)], axis=1) + Tensor(xp.log(prior).astype(x.dtype))
+            return F.softmax(joint, axis=1)
+
+    def sample(self, n: int = 1, x=None, start: int = 0, y=None) -> Tensor:
         """Ancestral sampling: draw the variables one at a time, in the ordering, each from its conditional
         given those drawn before it (D passes of the network, with the mask set in use).
 
@@ -228,6 +278,7 @@ class MADE(nn.Module):
             x: (N, D) values to keep for the first ``start`` variables of the ordering (a completion);
                 the rest are overwritten.
             start: how many variables of the ordering are given in ``x``.
+            y: the labels to sample for, (N,), for a class-conditional MADE.
 
         Returns:
             (N, D) samples, not requiring grad.
@@ -238,13 +289,13 @@ class MADE(nn.Module):
         ordering = backend.to_numpy(self.ordering.data)
         with no_grad():
             for d in ordering[start:]:
-                params = self(Tensor(data)).data
+                params = self(Tensor(data), y).data
                 data[:, d] = self.sample_variable(params[:, d])
         return Tensor(data)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, hidden_sizes={self.hidden_sizes}, num_masks={self.num_masks}, "
-                f"order_agnostic={self.order_agnostic}")
+                f"order_agnostic={self.order_agnostic}" + (f", classes={self.classes}" if self.classes else ""))
 
 
 class GaussianMixtureMADE(MADE):

@@ -28,7 +28,7 @@ __all__ = ["sample_gradients", "gradient_penalty", "r1_penalty"]
 _NORM_EPS = 1e-12
 
 
-def sample_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
+def sample_gradients(discriminator: nn.Module, x: Tensor, labels=None) -> Tensor:
     """∇ₓ D(x) for each sample (or pack), flattened and differentiable: (N / packing, packing · features).
 
     D's output is summed first: D judges each sample (pack) on its own, so the gradient of the sum with
@@ -40,6 +40,8 @@ def sample_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
         discriminator: maps samples (N, ...) to one output per pack, (N / packing, 1); its ``packing``
             attribute, if it has one, says how many consecutive samples make a pack (1 otherwise).
         x: the samples, (N, ...); must require grad.
+        labels: for a conditional D, the labels of x, which D reads beside it (the gradient is still with
+            respect to x alone).
 
     Raises:
         ValueError: D has batch norm in training mode, which mixes the samples of the batch, so that the
@@ -53,7 +55,7 @@ def sample_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
                          "mode, which makes each sample's output depend on the whole batch, so a per-sample gradient "
                          "penalty is not defined; remove it (WGAN-GP, section 4, uses layer norm or none)")
     packing = getattr(discriminator, "packing", 1)
-    outputs = discriminator(x)
+    outputs = discriminator(x) if labels is None else discriminator(x, labels)
     if outputs.shape[0] * packing != x.shape[0]:
         raise ValueError(f"sample_gradients: the discriminator gave {outputs.shape[0]} outputs for {x.shape[0]} "
                          f"samples with packing {packing}; it must give one per pack of consecutive samples (its "
@@ -99,7 +101,7 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, gp_lambda: f
     return gp_lambda * ((norms - 1) ** 2).mean()
 
 
-def r1_penalty(discriminator: nn.Module, real: Tensor, gamma: float) -> Tensor:
+def r1_penalty(discriminator: nn.Module, real: Tensor, gamma: float, labels=None) -> Tensor:
     """The R1 penalty (Mescheder et al. 2018, section 4.1), added to D's loss:
 
         γ/2 · E_x[‖∇ₓ D(x)‖₂²]   on data x only,
@@ -113,9 +115,10 @@ def r1_penalty(discriminator: nn.Module, real: Tensor, gamma: float) -> Tensor:
         real: N data samples, (N, ...).
         gamma: the penalty's weight γ, with no default: the gradient's size, so a good γ, depends on the
             scale of the data.
+        labels: the data's labels, for a conditional D(x, y); the gradient is ∇ₓ D(x, y) at the real pairs.
 
     Returns:
         A scalar tensor whose gradient reaches D's weights.
     """
-    squared_norms = (sample_gradients(discriminator, real.detach().requires_grad_()) ** 2).sum(axis=1)
+    squared_norms = (sample_gradients(discriminator, real.detach().requires_grad_(), labels) ** 2).sum(axis=1)
     return gamma / 2 * squared_norms.mean()

@@ -22,7 +22,7 @@ from scratchgen.tensor import Tensor
 
 __all__ = [
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "silu", "log_softmax", "softmax", "dropout",
-    "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss", "gaussian_kl",
+    "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss", "gaussian_kl", "one_hot", "label_vectors", "with_labels",
     "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "interpolate", "batch_norm",
 ]
 
@@ -161,6 +161,78 @@ def cross_entropy(logits: Tensor, labels, reduction: str = "mean") -> Tensor:
     if on_device:  # an out-of-range label has a row of zeros in one_hot, a loss of 0: make it NaN
         nll = nll + Tensor(backend.xp.where(one_hot.any(axis=1), 0, numpy.nan).astype(nll.dtype))
     return _reduce(nll, reduction, "cross_entropy", logits.shape)
+
+
+def one_hot(labels, classes: int, dtype=None) -> Tensor:
+    """Integer labels (N,) -> (N, classes), a row of zeros with a 1 in column ``labels[i]``; no gradient.
+
+    The way a class label enters a network: a one-hot row times a weight matrix W (classes, F) is row y
+    of W, a learned *embedding* of the label, so a Linear layer on one-hot labels is an embedding table.
+
+    Host labels are checked as :func:`cross_entropy` checks them; labels on the GPU are not read back, and
+    one outside [0, classes) gets a row of zeros.
+
+    Raises:
+        ValueError: labels not of shape (N,), or host labels outside [0, classes). TypeError: not integers.
+    """
+    labels = labels.data if isinstance(labels, Tensor) else labels
+    on_device = _on_device(labels)
+    if not on_device:
+        labels = numpy.asarray(backend.to_numpy(labels))
+    if labels.ndim != 1:
+        raise ValueError(f"one_hot: expected labels of shape (N,), got {tuple(labels.shape)}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: labels must be integers, got dtype {labels.dtype}")
+    if not on_device:
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            raise ValueError(f"one_hot: labels must lie in [0, {classes}), got values from {labels.min()} to {labels.max()}")
+        labels = backend.asarray(labels)
+    dtype = backend.DEFAULT_DTYPE if dtype is None else dtype
+    return Tensor((labels[:, None] == backend.xp.arange(classes)[None, :]).astype(dtype))
+
+
+def label_vectors(labels, classes: int, dtype=None) -> Tensor:
+    """What a conditional network reads as its label: integer labels (N,) become one-hot rows (N, classes),
+    and rows of class probabilities (N, classes), such as a generator's soft labels or a blend of two
+    one-hot rows, are used as they are (a Tensor keeps its graph).
+
+    Raises:
+        ValueError: a float array whose shape is not (N, classes).
+    """
+    data = labels.data if isinstance(labels, Tensor) else labels
+    if not hasattr(data, "dtype"):
+        data = numpy.asarray(data)
+    if data.dtype.kind in "iu":
+        return one_hot(data, classes, dtype)
+    if data.ndim != 2 or data.shape[1] != classes:
+        raise ValueError(f"label_vectors: expected integer labels (N,) or label rows (N, {classes}), "
+                         f"got {data.dtype} of shape {tuple(data.shape)}")
+    return labels if isinstance(labels, Tensor) else Tensor(backend.asarray(data, dtype=dtype or backend.DEFAULT_DTYPE))
+
+
+def with_labels(x: Tensor, labels, classes: int, who: str = "with_labels") -> Tensor:
+    """A conditional network's input: x (..., N, F) with each row's label vector beside it, (..., N, F + C).
+
+    The labels are given once per row of the last batch axis, (N,) integers or (N, C) label rows, and
+    repeated along any leading axes (the k importance samples of a VAE's codes, say). With ``classes`` = 0
+    (an unconditional network) x is returned as it is.
+
+    Raises:
+        ValueError: labels given to an unconditional network, none to a conditional one, or a number of
+            labels other than N; ``who`` names the network in the message.
+    """
+    if not classes:
+        if labels is not None:
+            raise ValueError(f"{who}: an unconditional network (classes=0) was given labels")
+        return x
+    if labels is None:
+        raise ValueError(f"{who}: a conditional network (classes={classes}) needs labels y beside its input")
+    rows = label_vectors(labels, classes, x.dtype)
+    if x.ndim < 2 or len(rows) != x.shape[-2]:
+        raise ValueError(f"{who}: input of shape {x.shape} but {len(rows)} labels; expected one label per row, (..., N, F)")
+    if x.ndim > 2:
+        rows = ops.BroadcastTo.apply(rows, shape=x.shape[:-1] + (classes,))
+    return ops.concatenate([x, rows], axis=-1)
 
 
 def _on_device(array) -> bool:
