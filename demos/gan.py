@@ -173,15 +173,6 @@ def build(args, comm=None):
                       r1_gamma=args.r1, r1_every=args.r1_every)
 
 
-def learning_rate(args, iteration: int, total: int) -> float:
-    """--lr until --decay-from of training, then linearly down to 0 at the end (a function of the
-    iteration alone, so a resumed run follows the same schedule)."""
-    start = args.decay_from * total
-    if iteration < start:
-        return args.lr
-    return args.lr * (total - iteration) / max(total - start, 1)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     # The final evaluation's flags may change on --resume; every other one defines the game or the data.
@@ -256,7 +247,7 @@ def train_epoch(args, run, trainer, real_batch, total: int, epoch: int) -> dict:
     either player's loss is NaN or infinite."""
     window, points = [], []
     for step in run.progress(range(1, args.iterations_per_epoch + 1), epoch):
-        lr = learning_rate(args, trainer.iteration, total)
+        lr = optim.linear_decay(args.lr, trainer.iteration, total, args.decay_from)
         trainer.generator_optimizer.lr = trainer.discriminator_optimizer.lr = lr
         stats = trainer.train_iteration(real_batch)
         check_finite(stats["d_loss"], epoch=epoch, step=step, name="D's loss")

@@ -102,3 +102,12 @@ def test_adam_and_sgd_update_a_zero_dimensional_parameter():
             (p * p).backward()
             opt.step()
         assert p.shape == () and abs(p.item()) < 2.0
+
+
+def test_linear_decay_holds_then_falls_linearly_to_zero():
+    from scratchgen.optim import linear_decay
+
+    schedule = [linear_decay(1e-3, step, 100, decay_from=0.5) for step in range(101)]
+    assert schedule[:50] == [1e-3] * 50  # held for the first half
+    np.testing.assert_allclose(schedule[50:], 1e-3 * (100 - np.arange(50, 101)) / 50)  # then down to 0 at the end
+    assert [linear_decay(0.1, step, 10, decay_from=1.0) for step in range(10)] == [0.1] * 10  # 1: never
