@@ -34,6 +34,9 @@ ASSIGNMENTS = {
     "04_gan": ("gan_step.py", "gan_step"),
     "05_masks": ("masks.py", "masks"),
     "06_kmeans": ("kmeans.py", "kmeans"),
+    "07_gradient_penalty": ("gradient_penalty.py", "gradient_penalty"),
+    "08_coupling": ("coupling.py", "coupling"),
+    "09_ddpm_loss": ("ddpm_loss.py", "ddpm_loss"),
 }
 
 # For each planted wrong answer in SOLUTIONS: its assignment, the checks that must fail, each with a
@@ -134,6 +137,84 @@ PLANTED = {
         ["test_kmeans_plus_plus_draws_in_proportion_to_the_squared_distance",
          "test_update_moves_each_centre_to_the_mean_of_its_points",
          "test_lloyd_never_raises_the_inertia_and_reaches_a_fixed_point"],
+    ),
+    "gradient_penalty_wrong.py": (
+        "07_gradient_penalty",
+        {"test_gradient_norms_are_differentiable_again": "create_graph=True",
+         "test_the_penalty_gradient_reaches_the_critics_weights": "create_graph=True",
+         "test_a_linear_critic_trained_with_your_penalty_settles_at_its_optimum": "sent no gradient into the weights"},
+        # the value is right: only the gradient in D's weights is missing
+        ["test_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squared",
+         "test_penalty_matches_the_library_at_the_points_it_chose",
+         "test_gradient_norms_match_the_library_on_a_tanh_critic",
+         "test_interpolate_lies_on_the_segments_with_one_epsilon_per_sample"],
+    ),
+    "gradient_penalty_wrong_batch_norm.py": (
+        "07_gradient_penalty",
+        {"test_gradient_norms_of_a_linear_critic_are_its_weights_norm": "the norm over the whole batch",
+         "test_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squared": "over the whole batch",
+         "test_penalty_matches_the_library_at_the_points_it_chose": "one norm over the whole batch"},
+        # one norm of a batch is still differentiable, and ε is right
+        ["test_the_penalty_gradient_reaches_the_critics_weights", "test_gradient_norms_are_differentiable_again",
+         "test_interpolate_lies_on_the_segments_with_one_epsilon_per_sample", "test_epsilon_is_uniform_on_0_1"],
+    ),
+    "gradient_penalty_wrong_epsilon.py": (
+        "07_gradient_penalty",
+        {"test_interpolate_lies_on_the_segments_with_one_epsilon_per_sample": "one ε for the whole batch",
+         "test_penalty_matches_the_library_at_the_points_it_chose": "one ε for the whole batch"},
+        # a linear critic's gradient is the same everywhere: the value and the training cannot see ε
+        ["test_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squared",
+         "test_the_penalty_gradient_reaches_the_critics_weights",
+         "test_gradient_norms_of_a_linear_critic_are_its_weights_norm",
+         "test_a_linear_critic_trained_with_your_penalty_settles_at_its_optimum"],
+    ),
+    "coupling_wrong.py": (
+        "08_coupling",
+        {"test_log_det_is_log_abs_det_of_the_jacobian": "It is the negative",
+         "test_forward_matches_the_library": "yours is its negative",
+         "test_a_flow_of_your_couplings_learns_the_two_moons": "by the library's density"},
+        ["test_the_kept_half_passes_unchanged", "test_inverse_undoes_forward", "test_log_det_has_one_value_per_example",
+         "test_forward_differentiates_by_gradcheck"],
+    ),
+    "coupling_wrong_inverse.py": (
+        "08_coupling",
+        {"test_inverse_undoes_forward": "Your inverse multiplies by exp(s)"},
+        # the density uses the forward alone: the log-det and the training are right
+        ["test_forward_matches_the_library", "test_log_det_is_log_abs_det_of_the_jacobian",
+         "test_log_det_has_one_value_per_example", "test_a_flow_of_your_couplings_learns_the_two_moons"],
+    ),
+    "coupling_wrong_batch.py": (
+        "08_coupling",
+        {"test_log_det_has_one_value_per_example": "the sum over the whole batch",
+         "test_log_det_is_log_abs_det_of_the_jacobian": "the sum over the whole batch",
+         "test_a_flow_of_your_couplings_learns_the_two_moons": "by the library's density"},
+        ["test_the_kept_half_passes_unchanged", "test_inverse_undoes_forward"],
+    ),
+    "ddpm_loss_wrong.py": (
+        "09_ddpm_loss",
+        {"test_q_sample_is_exact_for_given_noise": "the square roots are missing",
+         "test_q_sample_has_the_mean_and_variance_of_q": "yours is ᾱ_t x_0",
+         "test_loss_matches_the_library_for_fixed_t_and_noise": "Your q_sample is wrong (x_t = ᾱ_t x_0",
+         "test_a_denoiser_trained_with_your_loss_learns_the_ring": "below 0.25 passes"},
+        # t, ε and the target are right
+        ["test_loss_draws_t_uniformly_from_1_to_T_and_the_noise_from_a_standard_normal"],
+    ),
+    "ddpm_loss_wrong_step.py": (
+        "09_ddpm_loss",
+        {"test_q_sample_is_exact_for_given_noise": "alpha_bars[t − 1]",
+         "test_q_sample_has_the_mean_and_variance_of_q": "not alpha_bars[t − 1]",
+         "test_loss_matches_the_library_for_fixed_t_and_noise": "one step too early"},
+        # with T = 100 one step earlier is nearly the same noise level: the denoiser still learns
+        ["test_loss_draws_t_uniformly_from_1_to_T_and_the_noise_from_a_standard_normal",
+         "test_a_denoiser_trained_with_your_loss_learns_the_ring"],
+    ),
+    "ddpm_loss_wrong_target.py": (
+        "09_ddpm_loss",
+        {"test_loss_matches_the_library_for_fixed_t_and_noise": "the squared error against x_0",
+         "test_loss_draws_t_uniformly_from_1_to_T_and_the_noise_from_a_standard_normal": "the target is x_0",
+         "test_a_denoiser_trained_with_your_loss_learns_the_ring": "asks for another target"},
+        # x_t itself is made right
+        ["test_q_sample_is_exact_for_given_noise", "test_q_sample_has_the_mean_and_variance_of_q"],
     ),
 }
 
