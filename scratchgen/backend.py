@@ -22,7 +22,7 @@ import numpy
 
 __all__ = [
     "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of", "scalar",
-    "manual_seed", "rng", "fork_rng", "get_rng_state", "set_rng_state", "scatter_add",
+    "manual_seed", "rng", "bernoulli", "fork_rng", "get_rng_state", "set_rng_state", "scatter_add",
     "as_strided", "synchronize", "nccl", "BackendError", "DEFAULT_DTYPE",
 ]
 
@@ -220,6 +220,12 @@ def manual_seed(seed: int) -> None:
 def rng():
     """The active backend's random generator (a ``numpy.random.Generator`` or CuPy's equivalent)."""
     return _state.generator
+
+
+def bernoulli(probabilities):
+    """A 0/1 draw for each entry, 1 with the given probability, in the probabilities' dtype, from :func:`rng`:
+    the binary units of an RBM, the pixels of a sampler. (1 where a uniform draw falls below p.)"""
+    return (rng().random(probabilities.shape, dtype=probabilities.dtype) < probabilities).astype(probabilities.dtype)
 
 
 @contextlib.contextmanager

@@ -40,3 +40,23 @@ def test_demo_default_epochs_depend_on_the_model_and_resume_continues(demo, tmp_
     assert [r["epoch"] for r in report["history"]] == [1, 2]
     assert report["args"]["epochs"] == 2
     assert demo.DEFAULT_EPOCHS == {"conv": 30, "dense": 60, "deep": 60, "denoising": 30}
+
+
+def test_demo_chain_writes_the_chain_pictures_and_judges_its_samples(demo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCRATCHGEN_DATA_DIR", str(tmp_path / "cache"))  # the judge is trained and cached here
+    out = tmp_path / "run"
+    report = demo.main(["--model", "denoising", "--noise", "salt_and_pepper", "--noise-level", "0.4", "--chain",
+                        "--chains", "8", "--chain-steps", "20", "--judge-epochs", "1", "--judge-subset", "300",
+                        "--epochs", "1", "--limit", "100", "--out", str(out), "--quiet"])
+    for name in PICTURES + ("chain.png", "chain_samples.png"):
+        assert (out / name).stat().st_size > 0, name
+    final = report["final"]
+    assert len(final["chain_class_shares"]) == 10 and abs(sum(final["chain_class_shares"]) - 1) < 1e-9
+    assert final["chain_min_class_share"] == min(final["chain_class_shares"])
+    assert 1 <= final["chain_digits_visited"] <= 10 and 1 <= final["mean_chain_digits_visited"] <= 10
+    assert last_json_line(capsys) == final
+
+
+def test_demo_chain_needs_the_denoising_model(demo, tmp_path):
+    with pytest.raises(SystemExit):
+        demo.main(["--chain", "--out", str(tmp_path / "run"), "--quiet"])

@@ -14,10 +14,11 @@ Four autoencoders, each with an ``encode`` / ``decode`` pair:
 * :class:`DeepAutoencoder`: the same with more hidden layers (784 → 512 → 256 → code);
 * :class:`ConvAutoencoder`: strided convolutions down (28 → 14 → 7), a linear layer to the code, and
   transposed convolutions back up (7 → 14 → 28);
-* :class:`DenoisingAutoencoder`: any of the above, fed a corrupted x (Gaussian or masking noise) while
-  trained to rebuild the clean x, so that it must learn what digits look like rather than copy pixels
-  (Vincent, Larochelle, Bengio & Manzagol 2008, "Extracting and composing robust features with
-  denoising autoencoders").
+* :class:`DenoisingAutoencoder`: any of the above, fed a corrupted x (Gaussian, masking or salt-and-pepper
+  noise) while trained to rebuild the clean x, so that it must learn what digits look like rather than
+  copy pixels (Vincent, Larochelle, Bengio & Manzagol 2008, "Extracting and composing robust features
+  with denoising autoencoders"). Run as a Markov chain, corrupt then denoise then sample, it becomes a
+  generative model: see :mod:`scratchgen.models.gsn`.
 
 Conventions. Images are (N, 1, 28, 28) float tensors with grey levels in [0, 1]. ``decode`` returns
 *logits*: the reconstruction's grey levels are σ(logits), which :meth:`Autoencoder.reconstruct` gives.
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 MNIST_SHAPE = (1, 28, 28)
-NOISE_KINDS = ("gaussian", "masking")
+NOISE_KINDS = ("gaussian", "masking", "salt_and_pepper")
 
 
 class Autoencoder(nn.Module):
@@ -207,25 +208,32 @@ def corrupt(x: Tensor, noise: str = "gaussian", level: float = 0.3) -> Tensor:
     """A corrupted copy of images x (grey levels in [0, 1]), drawn from scratchgen's seeded generator.
 
     * ``"gaussian"``: x + level·ε with ε ~ N(0, 1), clipped back to [0, 1];
-    * ``"masking"``: each pixel set to 0 with probability ``level`` (Vincent et al. 2008's masking noise).
+    * ``"masking"``: each pixel set to 0 with probability ``level`` (Vincent et al. 2008's masking noise);
+    * ``"salt_and_pepper"``: each pixel, with probability ``level``, replaced by a fair coin's 0 or 1 (the
+      corruption of Bengio et al. 2013's binary MNIST chains, :mod:`scratchgen.models.gsn`). Unlike masking
+      it can switch pixels on, so a chain built on it can reach every binary image.
 
     Args:
-        x: (N, ...) images. noise: "gaussian" or "masking". level: the noise's standard deviation, or the
-            share of pixels masked.
+        x: (N, ...) images. noise: one of :data:`NOISE_KINDS`. level: the noise's standard deviation, or the
+            share of pixels masked or replaced.
 
     Returns:
         A constant tensor of x's shape and dtype (no gradient flows into the noise).
     """
     if noise not in NOISE_KINDS:
         raise ValueError(f"corrupt: unknown noise {noise!r}; expected one of {NOISE_KINDS}")
-    if level < 0 or (noise == "masking" and level > 1):
+    if level < 0 or (noise != "gaussian" and level > 1):
         raise ValueError(f"corrupt: level {level} is out of range for {noise} noise")
     data = x.data
     if noise == "gaussian":
         eps = backend.rng().standard_normal(data.shape, dtype=data.dtype)
         noisy = backend.xp.clip(data + eps * data.dtype.type(level), 0, 1)
-    else:
+    elif noise == "masking":
         noisy = data * (backend.rng().random(data.shape, dtype=data.dtype) >= level)
+    else:
+        replaced = backend.rng().random(data.shape, dtype=data.dtype) < level
+        coins = (backend.rng().random(data.shape, dtype=data.dtype) < 0.5).astype(data.dtype)
+        noisy = backend.xp.where(replaced, coins, data)
     return Tensor(noisy)
 
 
@@ -239,8 +247,8 @@ class DenoisingAutoencoder(Autoencoder):
 
     Args:
         autoencoder: the network to train (a :class:`ConvAutoencoder` with a 32-number code by default).
-        noise: "gaussian" or "masking" (see :func:`corrupt`).
-        level: the Gaussian noise's standard deviation, or the share of pixels masked.
+        noise: "gaussian", "masking" or "salt_and_pepper" (see :func:`corrupt`).
+        level: the Gaussian noise's standard deviation, or the share of pixels masked or replaced.
     """
 
     def __init__(self, autoencoder: Autoencoder | None = None, noise: str = "gaussian", level: float = 0.3):

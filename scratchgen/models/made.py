@@ -211,8 +211,7 @@ class MADE(nn.Module):
 
     def sample_variable(self, params):
         """Draw one variable for each row from its conditional's parameters (N,) (a raw array): Bernoulli."""
-        probabilities = logistic(params)
-        return (backend.rng().random(params.shape, dtype=params.dtype) < probabilities).astype(params.dtype)
+        return backend.bernoulli(logistic(params))
 
     # ------------------------------------------------------------------ density and samples
 

@@ -80,12 +80,6 @@ def _array(x):
     return x.data if isinstance(x, Tensor) else x
 
 
-def _bernoulli(probabilities):
-    """A 0/1 draw for each entry, 1 with the given probability (from the backend's generator)."""
-    return (backend.rng().random(probabilities.shape, dtype=probabilities.dtype) < probabilities).astype(
-        probabilities.dtype)
-
-
 class RBM(nn.Module):
     """A binary restricted Boltzmann machine, E(v, h) = -hᵀWv - bᵀv - cᵀh.
 
@@ -141,11 +135,11 @@ class RBM(nn.Module):
 
     def sample_hidden(self, v):
         """h ~ p(h | v), (N, H) of zeros and ones."""
-        return _bernoulli(self.hidden_probabilities(v))
+        return backend.bernoulli(self.hidden_probabilities(v))
 
     def sample_visible(self, h):
         """v ~ p(v | h), (N, V) of zeros and ones."""
-        return _bernoulli(self.visible_probabilities(h))
+        return backend.bernoulli(self.visible_probabilities(h))
 
     def gibbs(self, v, steps: int = 1):
         """``steps`` sweeps of block Gibbs sampling from v: h ~ p(h | v), then v ~ p(v | h). Returns (N, V)."""
@@ -162,7 +156,7 @@ class RBM(nn.Module):
                 pixels, after :meth:`fit_marginals`).
         """
         if start is None:
-            start = _bernoulli(backend.xp.broadcast_to(logistic(self.visible_bias.data), (n, self.visible)))
+            start = backend.bernoulli(backend.xp.broadcast_to(logistic(self.visible_bias.data), (n, self.visible)))
         return self.gibbs(start, steps)
 
     # ------------------------------------------------------------------ the exact likelihood
