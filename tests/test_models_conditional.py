@@ -177,8 +177,8 @@ def test_cvae_kl_and_elbo_against_direct_formulas(rng):
     def dense(layer, a):
         return a @ layer.weight.numpy().T + (0 if layer.bias is None else layer.bias.numpy())
 
-    h = np.maximum(dense(model.encoder[1], x.reshape(4, -1)), 0)
-    mu, logvar = dense(model.fc_mu, np.hstack([h, onehot])), dense(model.fc_logvar, np.hstack([h, onehot]))
+    h = np.maximum(dense(model.encoder.head[0], np.hstack([x.reshape(4, -1), onehot])), 0)  # y beside the pixels
+    mu, logvar = dense(model.fc_mu, h), dense(model.fc_logvar, h)
     z = mu + np.exp(0.5 * logvar) * eps
     logits = dense(model.decoder[2], np.maximum(dense(model.decoder[0], np.hstack([z, onehot])), 0))
     p = _sigmoid(logits)
@@ -189,7 +189,7 @@ def test_cvae_kl_and_elbo_against_direct_formulas(rng):
     assert loss.rec.item() == pytest.approx(rec, rel=1e-10)
     assert loss.loss.item() == pytest.approx(rec + kl, rel=1e-10)
     sg.gradcheck(lambda *weights: model.loss(t64(x, requires_grad=False), eps=eps, y=y).loss,
-                 [model.fc_mu.weight, model.decoder[0].weight])
+                 [model.encoder.head[0].weight, model.fc_mu.weight, model.decoder[0].weight])
 
 
 def test_cvae_marginal_nll_is_the_logsumexp_of_the_conditionals(rng, monkeypatch):
