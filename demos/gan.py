@@ -5,6 +5,9 @@
     python demos/gan.py --dataset mnist      # the small DCGAN on the embedded MNIST subset
     python demos/gan.py --loss wgan-gp       # WGAN-GP (Gulrajani et al. 2017): a critic with a gradient penalty
     python demos/gan.py --r1 10              # the non-saturating GAN with the R1 penalty (Mescheder et al. 2018)
+    python demos/gan.py --preset goodfellow2014   # Algorithm 1 as stated: SGD with momentum, the saturating loss
+    python demos/gan.py --preset goodfellow2014 --beta1 0.9 --compare-losses 1000   # the saturating loss's
+                                             # vanishing gradient: loss_comparison.png (docs/images/gan_saturating.png)
     mpiexec -n 2 python demos/gan.py --dataset mnist --distributed --batch-size 32   # data-parallel, 2 x 32
 
 A GAN counts *iterations* (k discriminator steps, then one generator step), not passes over a dataset:
@@ -35,7 +38,7 @@ import argparse
 
 import numpy as np
 
-from scratchgen import distributed, experiment, metrics, optim, plot, tensor
+from scratchgen import distributed, experiment, manual_seed, metrics, optim, plot, tensor
 from scratchgen.data import DataLoader, grid25_mixture, load_mnist, ring8_mixture, to_float
 from scratchgen.models.gan import (
     GENERATOR_LOSSES, DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator,
@@ -75,8 +78,19 @@ GAME_DATASET_DEFAULTS = {
     ("wgan-gp", "grid25"): dict(epochs=20, packing=1, gp_lambda=0.1, decay_from=0.5),
     ("wgan-gp", "mnist"): dict(lr=1e-4),
 }
+# Named configurations, which win over every table above (flags given on the command line still win).
+# goodfellow2014: Algorithm 1 as the paper states it: SGD with momentum, k = 1, the saturating loss
+# log(1 - D(G(z))), a constant learning rate, D judging one sample at a time. Momentum 0.5 is the paper's
+# code's (pylearn2, which raised it to 0.7 later). On ring8 at momentum 0.9 and lr 0.01, D won within
+# 200 iterations: the saturating G then stalled (D(G(z)) ~ 0, gradient norm ~ 1e-5), and the non-saturating
+# G's gradient grew until the game overflowed (NaN after 275-585 iterations, seeds 0-2). The preset's
+# full 20,000 iterations on ring8 (seed 0) end on 2 of the 8 modes: Algorithm 1 alone collapses there.
+PRESETS = {
+    "goodfellow2014": dict(optimizer="sgd", beta1=0.5, lr=0.01, k=1, loss="saturating", packing=1, decay_from=1.0),
+}
 MIXTURES = {"ring8": ring8_mixture, "grid25": grid25_mixture}
 CURVE_EVERY = 100  # iterations averaged into one point of the loss curves
+COMPARED_GAMES = [(loss, k) for loss in ("saturating", "non_saturating") for k in (1, 5)]  # --compare-losses
 
 
 def parse_args(argv=None):
@@ -86,9 +100,16 @@ def parse_args(argv=None):
                         help="iterations between checkpoints")
     parser.add_argument("--k", type=experiment.positive_int, default=None,
                         help="discriminator (critic) steps per iteration; 1, or 5 (n_critic) with --loss wgan-gp")
-    parser.add_argument("--loss", choices=GENERATOR_LOSSES, default="non_saturating",
-                        help="the game: the generator's loss of Goodfellow et al. (non_saturating or saturating), or "
-                             "wgan-gp, a critic with a gradient penalty (Gulrajani et al. 2017)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="a named configuration: goodfellow2014, Algorithm 1 as the paper states it (SGD with "
+                             "momentum, k = 1, the saturating loss); flags given still win")
+    parser.add_argument("--compare-losses", type=experiment.positive_int, default=None, metavar="ITERATIONS",
+                        help="instead of training, play the saturating and non-saturating games with k = 1 and 5 "
+                             "for ITERATIONS iterations each, from the same start, and draw mean D(G(z)) and G's "
+                             "gradient norm per iteration into loss_comparison.png (the mixtures only)")
+    parser.add_argument("--loss", choices=GENERATOR_LOSSES, default=None,
+                        help="the game: the generator's loss of Goodfellow et al. (non_saturating, the default, or "
+                             "saturating), or wgan-gp, a critic with a gradient penalty (Gulrajani et al. 2017)")
     parser.add_argument("--gp-lambda", type=experiment.non_negative_float, default=None, metavar="LAMBDA",
                         help="weight of WGAN-GP's gradient penalty, with --loss wgan-gp only: 10 as in the paper")
     parser.add_argument("--r1", type=experiment.non_negative_float, default=0.0, metavar="GAMMA",
@@ -97,8 +118,9 @@ def parse_args(argv=None):
     parser.add_argument("--r1-every", type=experiment.positive_int, default=None, metavar="N",
                         help="add the R1 penalty (times N) on one discriminator step in N, StyleGAN2's lazy "
                              "regularisation: 1, or the dataset's default")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                        help="Adam (betas = --beta1, --beta2) or SGD with momentum (= --beta1), for both players")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                        help="Adam (betas = --beta1, --beta2), the default, or SGD with momentum (= --beta1), for "
+                             "both players")
     parser.add_argument("--beta1", type=experiment.fraction_below_one, default=None,
                         help="Adam's beta1, or SGD's momentum: 0.5")
     parser.add_argument("--beta2", type=experiment.fraction_below_one, default=None,
@@ -109,21 +131,36 @@ def parse_args(argv=None):
     parser.add_argument("--packing", type=experiment.positive_int, default=None,
                         help="samples the discriminator judges at once (PacGAN)")
     parser.add_argument("--latent-dim", type=experiment.positive_int, default=None, help="dimension of the noise z")
-    parser.add_argument("--model", choices=("dcgan", "dense"), default="dcgan", help="networks for MNIST")
+    parser.add_argument("--model", choices=("dcgan", "dense"), default=None,
+                        help="networks for MNIST: dcgan (the default) or dense; the mixtures always use the dense pair")
     parser.add_argument("--mnist-source", choices=("embedded", "mnist", "fashion_mnist"), default="embedded",
                         help="images for --dataset mnist (see scratchgen.data.load_mnist)")
     parser.add_argument("--eval-samples", type=experiment.positive_int, default=None,
                         help="samples the final metrics judge")
     parser.add_argument("--judge-epochs", type=experiment.positive_int, default=metrics.JUDGE_EPOCHS,
                         help="epochs the MNIST judge (a ConvClassifier) trains for; the Inception Score depends on it")
-    tables = {**{f"{game} on {dataset}": table for (game, dataset), table in GAME_DATASET_DEFAULTS.items()},
+    tables = {**{f"preset {name}": table for name, table in PRESETS.items()},
+              **{f"{game} on {dataset}": table for (game, dataset), table in GAME_DATASET_DEFAULTS.items()},
               **LOSS_DEFAULTS, **DEFAULTS}
-    parser.epilog = ("Unset flags take the defaults of the game (--loss) on the dataset, then the game's, then the "
-                     "dataset's: " + "; ".join(f"{name}: " + ", ".join(f"{key}={value}" for key, value in table.items())
+    parser.epilog = ("Unset flags take the --preset's values, then the defaults of the game (--loss) on the dataset, "
+                     "then the game's, then the dataset's: " + "; ".join(f"{name}: " + ", ".join(f"{key}={value}" for key, value in table.items())
                                                for name, table in tables.items()))
     # A testing aid, hidden from --help: train the MNIST judge on this many images only.
     parser.add_argument("--judge-subset", type=experiment.positive_int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name, value in PRESETS.get(args.preset, {}).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.loss = args.loss or "non_saturating"
+    args.optimizer = args.optimizer or "adam"
+    # The toys always play with the dense pair: record it, so that metrics.json names the networks used.
+    if args.dataset in MIXTURES and args.model == "dcgan":
+        parser.error("--model dcgan is for --dataset mnist; the 2-D mixtures use the dense pair")
+    args.model = args.model or ("dense" if args.dataset in MIXTURES else "dcgan")
+    if args.compare_losses and (args.dataset not in MIXTURES or args.loss == "wgan-gp" or args.resume
+                                or getattr(args, "distributed", False)):
+        parser.error("--compare-losses plays the two GAN losses' short games on a 2-D mixture (ring8 or grid25), "
+                     "in one process: not with --dataset mnist, --loss wgan-gp, --resume or --distributed")
     # Refused here, before defaults are filled in, so that the message names the flag the user gave.
     if args.loss == "wgan-gp" and args.r1:
         parser.error("--r1 is for the non_saturating and saturating losses; --loss wgan-gp has its own "
@@ -176,6 +213,8 @@ def build(args, comm=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     # The final evaluation's flags may change on --resume; every other one defines the game or the data.
+    if args.compare_losses:
+        return compare_losses(args, experiment.Run(args, name=f"gan_{args.dataset}_losses"))
     run = experiment.Run(args, name=f"gan_{args.dataset}", may_change=("eval_samples", "judge_epochs", "judge_subset"))
     trainer = build(args, run.comm)
     if run.comm is not None:  # each rank its own noise (and, on the toys, its own real samples)
@@ -217,8 +256,45 @@ def main(argv=None) -> dict:
         return run.finish(iterations=trainer.iteration)
     samples = trainer.sample(args.eval_samples)
     final = {"iterations": trainer.iteration}
-    final.update(report_mixture(args, run, samples, mixture) if mixture is not None else report_mnist(args, run, samples))
+    if mixture is not None:
+        final.update(report_mixture(args, run, samples, mixture, trainer.iteration))
+    else:
+        final.update(report_mnist(args, run, samples, trainer.iteration))
     plot_curves(args, run, run.state["curves"])
+    return run.finish(**final)
+
+
+def compare_losses(args, run) -> dict:
+    """--compare-losses: the saturating and non-saturating games, k = 1 and 5, each for that many iterations
+    at a constant learning rate, from the same initial weights and seed; per iteration, mean D(G(z)) (the
+    last D step's, on its fresh noise, before its update) and G's gradient norm, into loss_comparison.png.
+    A game is stopped at its first non-finite statistic and reported as diverged there."""
+    mixture = MIXTURES[args.dataset]()
+    panels = {"mean D(G(z))": {}, "norm of G's gradient": {}}
+    final = {}
+    for loss, k in COMPARED_GAMES:
+        manual_seed(args.seed)  # the same initial weights, and the same first data, in every game
+        trainer = build(argparse.Namespace(**{**vars(args), "loss": loss, "k": k}))
+        scores, norms, diverged_at = [], [], None
+        for iteration in run.progress(range(1, args.compare_losses + 1), epoch=1):
+            stats = trainer.train_iteration(lambda: tensor(mixture.sample(args.batch_size)))
+            score, norm = stats["fake_score"].item(), stats["g_grad_norm"].item()
+            if not (np.isfinite(score) and np.isfinite(norm)):
+                diverged_at = iteration
+                break
+            scores.append(score)
+            norms.append(norm)
+        name = f"{loss}, k = {k}" + ("" if diverged_at is None else f" (NaN at iteration {diverged_at})")
+        iterations = list(range(1, len(scores) + 1))
+        panels["mean D(G(z))"][name] = (iterations, scores)
+        panels["norm of G's gradient"][name] = (iterations, norms)
+        key = f"{loss}_k{k}"  # iterations played (fewer than asked: diverged), then their last 100's statistics
+        final.update({f"{key}_iterations": len(scores), f"{key}_fake_score": float(np.mean(scores[-100:])),
+                      f"{key}_g_grad_norm": float(np.median(norms[-100:]))})
+    momentum = f"momentum {args.beta1:g}" if args.optimizer == "sgd" else f"betas ({args.beta1:g}, {args.beta2:g})"
+    plot.curve_panels(panels, run.path("loss_comparison.png"), logy=("norm of G's gradient",),
+                      title=f"{args.dataset}: {args.optimizer.upper()}, lr {args.lr:g}, {momentum}, "
+                            f"packing {args.packing}, seed {args.seed}")
     return run.finish(**final)
 
 
@@ -261,18 +337,23 @@ def train_epoch(args, run, trainer, real_batch, total: int, epoch: int) -> dict:
     return {name: sum(n * means[name] for n, means in points) / sum(n for n, _ in points) for name in points[0][1]}
 
 
-def report_mixture(args, run, samples, mixture) -> dict:
+def report_mixture(args, run, samples, mixture, iterations: int) -> dict:
     """Modes covered and high-quality share of the samples; the samples over the density, and through training."""
     result = metrics.mode_coverage(samples, mixture)
     bounds = (-1.5, 1.5) if args.dataset == "ring8" else (-5.5, 5.5)
-    plot.scatter_over_density(samples, run.path("samples.png"), mixture.log_prob, bounds=bounds,
-                              title=f"{result['modes']} modes, {100 * result['high_quality']:.1f}% high quality")
+    plot.scatter_over_density(samples, run.path("samples.png"), mixture.log_prob, bounds=bounds, modes=mixture.means,
+                              title=f"{len(samples)} samples after {iterations:,} iterations: "
+                                    f"{result['modes']} of {len(mixture)} modes, "
+                                    f"{100 * result['high_quality']:.1f}% high quality")
+    codes = len(run.state["snapshots"][0][1])
     plot.scatter_over_training(run.state["snapshots"], run.path("samples_over_training.png"), mixture.log_prob,
-                               bounds=bounds, label="iteration")
+                               bounds=bounds, label="iteration", modes=mixture.means,
+                               title=f"the same {codes} codes z through G as training goes on (circles: the "
+                                     f"{len(mixture)} true modes)")
     return result
 
 
-def report_mnist(args, run, samples) -> dict:
+def report_mnist(args, run, samples, iterations: int) -> dict:
     """Class shares, Inception Score and Fréchet distance of the samples, and of real images (the ceiling);
     a grid of samples, and the fixed codes through training."""
     classifier, accuracy = metrics.mnist_classifier(args.mnist_source, epochs=args.judge_epochs,
@@ -288,9 +369,11 @@ def report_mnist(args, run, samples) -> dict:
         result[name], result[f"real_{name}"] = fake[name], real[name]
     result["inception_score_ratio"] = fake["inception_score"] / real["inception_score"]
     plot.image_grid(samples[:100], run.path("samples.png"), nrow=10, value_range=(-1, 1),
-                    title=f"Inception Score {fake['inception_score']:.2f} (real test images {real['inception_score']:.2f})")
+                    title=f"100 samples G(z), z ~ N(0, I), after {iterations:,} iterations\n"
+                          f"Inception Score {fake['inception_score']:.2f} (real test images {real['inception_score']:.2f})")
+    codes = len(run.state["snapshots"][0][1])
     plot.samples_over_training(run.state["snapshots"], run.path("samples_over_training.png"), label="iteration",
-                               value_range=(-1, 1))
+                               value_range=(-1, 1), title=f"the same {codes} codes z through G as training goes on")
     return result
 
 

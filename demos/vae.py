@@ -11,11 +11,12 @@ with k = 500 importance samples (Burda et al. 2016).
     python demos/vae.py --iwae-k 5                        # train on the 5-sample bound (an IWAE)
     mpiexec -n 2 python demos/vae.py --distributed --batch-size 50   # data-parallel: 2 ranks of 50 = batch 100
 
-Writes into --out (default runs/vae): samples.png (decoded prior samples), reconstructions.png,
-interpolations.png (decoded walks between test digits of consecutive classes), latent_codes.png
-(test codes coloured by class; their first two principal components when the code has more than two
-dimensions), manifold.png (2-D codes only: images decoded on a grid of codes), loss_curves.png and
-metrics.json. The last line printed is the final metrics as JSON: test_neg_elbo, test_rec, test_kl
+Writes into --out (default runs/vae): samples.png (the decoder's means σ(logits) for 64 codes z drawn
+from the prior), sample_draws.png (draws x ~ p(x|z) from the same codes: what the model itself
+generates), reconstructions.png, interpolations.png (decoded walks between test digits of consecutive
+classes), latent_codes.png (test codes coloured by class; their first two principal components when the
+code has more than two dimensions), manifold.png (2-D codes only: the decoder's means on a grid of codes,
+with z₁ and z₂ on the axes), loss_curves.png and metrics.json. The last line printed is the final metrics as JSON: test_neg_elbo, test_rec, test_kl
 (nats per image, one-sample ELBO), test_nll_is (−log p(x) by importance sampling) and k.
 """
 
@@ -46,11 +47,17 @@ def build_model(args):
 
 
 def draw_pictures(run, model, x_test, y_test, title: str) -> None:
-    """Prior samples, reconstructions, interpolations, the codes and, for a 2-D code, the manifold."""
-    plot.image_grid(model.sample(64), run.path("samples.png"), nrow=8, title=f"samples from the prior ({title})")
+    """Prior samples (the decoder's means, and draws of x), reconstructions, interpolations, the codes and,
+    for a 2-D code, the manifold."""
+    z = tensor(np.random.default_rng(run.args.seed).standard_normal((64, model.latent_dim), dtype=np.float32))
+    p_x_given_z = "Bernoulli(σ(logits))" if model.likelihood == "bernoulli" else "N(σ(logits), s²)"
+    plot.image_grid(model.sample(64, z=z), run.path("samples.png"), nrow=8,
+                    title=f"decoder means σ(logits), 64 codes z ~ N(0, I)\n({title})")
+    plot.image_grid(model.sample(64, z=z, mean=False), run.path("sample_draws.png"), nrow=8,
+                    title=f"draws x ~ {p_x_given_z}, the same codes\n({title})")
     picks = np.linspace(0, len(x_test) - 1, 32).astype(int)
     plot.reconstructions(x_test[picks], model.reconstruct(tensor(x_test[picks])), run.path("reconstructions.png"),
-                         nrow=8, title="test digits and their reconstructions (decoded mean codes)")
+                         nrow=8, title="test digits and the decoder's means at their mean codes μ(x)")
     classes = np.unique(y_test)
     first = [int(np.flatnonzero(y_test == c)[0]) for c in classes]  # the first test digit of each class
     to = first[1:] + first[:1]
@@ -62,7 +69,7 @@ def draw_pictures(run, model, x_test, y_test, title: str) -> None:
     plot.latent_scatter(codes, y_test, run.path("latent_codes.png"), title="mean codes of the test digits")
     if model.latent_dim == 2:
         plot.manifold(lambda z: model.decode(tensor(z)).sigmoid(), run.path("manifold.png"), grid=20,
-                      title="images decoded on a grid of codes z ∈ [-3, 3]²")
+                      title="decoder means σ(logits) on a 20 × 20 grid of codes z")
 
 
 def main(argv=None) -> dict:

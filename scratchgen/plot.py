@@ -5,7 +5,8 @@ Each function draws one kind of picture, writes it atomically (see
 
 * :func:`image_grid`: a grid of images (samples, a batch of data);
 * :func:`reconstructions`: originals beside an autoencoder's reconstructions;
-* :func:`loss_curves`: metrics per epoch from a :class:`~scratchgen.train.History`;
+* :func:`loss_curves`: metrics per epoch from a :class:`~scratchgen.train.History`; :func:`curve_panels`,
+  several runs' curves on several measures, one panel per measure;
 * :func:`scatter_over_density`: 2-D samples over the true density, for the toy distributions;
 * :func:`density_comparison`: a learned density beside the true one;
 * :func:`latent_scatter`: codes of a 2-D latent space, coloured by label;
@@ -42,7 +43,7 @@ from scratchgen.train import History
 __all__ = [
     "image_grid", "reconstructions", "loss_curves", "scatter_over_density", "density_comparison",
     "latent_scatter", "manifold", "interpolation_strip", "samples_over_training", "scatter_over_training",
-    "histogram_log_density",
+    "histogram_log_density", "curve_panels",
 ]
 
 _PIXELS_PER_INCH = 40  # an MNIST digit becomes about 0.7 inch: readable without huge files
@@ -212,7 +213,8 @@ def manifold(decoder_fn, path, grid: int = 15, bounds=(-3.0, 3.0), title: str | 
     """Images decoded from an evenly spaced grid of 2-D latent codes: the learned manifold.
 
     Column j has z₁ = the j-th of ``grid`` values across ``bounds``; row i has z₂ decreasing down the
-    picture, so the layout matches a scatter plot of the codes.
+    picture, so the layout matches a scatter plot of the codes, and the axes are in z: each tick sits
+    at the centre of the image decoded from that value.
 
     Args:
         decoder_fn: maps codes (grid², 2) float32 to images (grid², ...) in ``value_range``.
@@ -220,11 +222,23 @@ def manifold(decoder_fn, path, grid: int = 15, bounds=(-3.0, 3.0), title: str | 
     """
     (x0, x1), (y0, y1) = _bounds(bounds)
     z1, z2 = numpy.meshgrid(numpy.linspace(x0, x1, grid), numpy.linspace(y1, y0, grid))
-    images = _call(decoder_fn, numpy.stack([z1.ravel(), z2.ravel()], axis=1))
-    canvas = _tile(_as_images(images, value_range, "manifold"), grid)
-    fig = _image_figure(canvas)
-    _show(fig.add_subplot(), canvas)
-    return _save(fig, path, title)
+    images = _as_images(_call(decoder_fn, numpy.stack([z1.ravel(), z2.ravel()], axis=1)), value_range, "manifold")
+    pad = 2
+    canvas = _tile(images, grid, pad)
+    # The canvas in z units: image centres are (size + pad) pixels apart, one grid step; the outer edge lies
+    # (pad + size / 2) pixels beyond the first and last centres.
+    (height, width), steps = images.shape[1:3], max(grid - 1, 1)
+    margin_x = (pad + width / 2) / (width + pad) * (x1 - x0) / steps
+    margin_y = (pad + height / 2) / (height + pad) * (y1 - y0) / steps
+    fig = Figure(figsize=(max(3.0, canvas.shape[1] / _PIXELS_PER_INCH), max(3.0, canvas.shape[0] / _PIXELS_PER_INCH)))
+    ax = fig.add_subplot()
+    ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest",
+              extent=(x0 - margin_x, x1 + margin_x, y0 - margin_y, y1 + margin_y))
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$", rotation=0)
+    if title:  # on the axes, not the figure: a figure title floats above a square image with a band between
+        ax.set_title(title)
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------------- curves and points
@@ -256,6 +270,26 @@ def loss_curves(history, path, keys=None, title: str | None = None, logy: bool =
     return _save(fig, path, title)
 
 
+def curve_panels(panels, path, xlabel: str = "iteration", logy=(), title: str | None = None) -> str:
+    """Panels of curves side by side, each with its own y axis: several runs compared on several measures.
+
+    Args:
+        panels: {panel title: {curve name: (xs, ys)}}; a curve keeps its colour from panel to panel when
+            every panel lists the curves in the same order.
+        logy: the titles of the panels to draw with a logarithmic y axis.
+    """
+    fig = Figure(figsize=(5 * len(panels), 4))
+    for ax, (name, curves) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items()):
+        for i, (label, (xs, ys)) in enumerate(curves.items()):
+            ax.plot(xs, ys, linewidth=1, color=f"C{i % 10}", label=label)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_yscale("log" if name in logy else "linear")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize="small")
+    return _save(fig, path, title)
+
+
 def _curves(history) -> dict:
     """{name: (xs, ys)} from a History, a list of records, or a dict of columns."""
     if isinstance(history, dict):
@@ -273,7 +307,7 @@ def _curves(history) -> dict:
 
 
 def scatter_over_density(samples, path, log_density=None, bounds=None, grid_size: int = 200,
-                         title: str | None = None) -> str:
+                         title: str | None = None, modes=None) -> str:
     """2-D samples as dots over a heat map of the true density (if given).
 
     Args:
@@ -281,6 +315,8 @@ def scatter_over_density(samples, path, log_density=None, bounds=None, grid_size
         log_density: a function from points (M, 2) to log p (M,), or a (grid_size, grid_size) array of
             log p over ``bounds`` (row 0 at the bottom), or None for dots alone.
         bounds: (low, high) or ((x0, x1), (y0, y1)); by default the samples' extent plus 10%.
+        modes: (K, 2) centres of the true modes, drawn as open circles (a mixture's Gaussians are often
+            narrower than a pixel of the heat map); None for none.
     """
     points = _points(samples, "scatter_over_density")
     bounds = _bounds(bounds, points)
@@ -289,10 +325,19 @@ def scatter_over_density(samples, path, log_density=None, bounds=None, grid_size
     if log_density is not None:
         _heatmap(ax, _density_grid(log_density, bounds, grid_size), bounds)
     ax.scatter(points[:, 0], points[:, 1], s=4, c="tab:red", alpha=0.6, linewidths=0)
+    _draw_modes(ax, modes)
     ax.set_xlim(bounds[0])
     ax.set_ylim(bounds[1])
     ax.set_aspect("equal")
     return _save(fig, path, title)
+
+
+def _draw_modes(ax, modes, size: float = 60) -> None:
+    """Open black circles at the (K, 2) mode centres, above the samples; nothing if modes is None."""
+    if modes is not None:
+        centres = backend.to_numpy(modes)
+        ax.scatter(centres[:, 0], centres[:, 1], s=size, facecolors="none", edgecolors="black", linewidths=0.8,
+                   zorder=3)
 
 
 def density_comparison(true_log_density, learned_log_density, path, bounds, samples=None, grid_size: int = 150,
@@ -324,13 +369,14 @@ def density_comparison(true_log_density, learned_log_density, path, bounds, samp
 
 
 def scatter_over_training(snapshots, path, log_density=None, bounds=None, grid_size: int = 150, columns: int = 5,
-                          label: str = "epoch", title: str | None = "samples through training") -> str:
-    """One panel of 2-D samples per snapshot, over the true density, ``columns`` panels per row.
+                          label: str = "epoch", title: str | None = "samples through training", modes=None) -> str:
+    """One panel of 2-D samples per snapshot, over the true density, ``columns`` panels per row, sharing
+    their axes (ticks on the outer panels).
 
     Args:
         snapshots: a list of (epoch or step, samples (N, 2)).
-        log_density, bounds, grid_size: as in :func:`scatter_over_density`; the bounds, if not given, are
-            those of the last snapshot's samples, shared by every panel.
+        log_density, bounds, grid_size, modes: as in :func:`scatter_over_density`; the bounds, if not
+            given, are those of the last snapshot's samples, shared by every panel.
         label: what the number counts, written above each panel ("epoch 5").
     """
     clouds = [(when, _points(samples, "scatter_over_training")) for when, samples in snapshots]
@@ -339,19 +385,22 @@ def scatter_over_training(snapshots, path, log_density=None, bounds=None, grid_s
     columns = min(columns, len(clouds))
     rows = math.ceil(len(clouds) / columns)
     fig = Figure(figsize=(2.6 * columns, 2.6 * rows))
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True).ravel()
     for ax, (when, points) in zip(axes, clouds):
         if density is not None:
             _heatmap(ax, density, bounds)
         ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
+        _draw_modes(ax, modes, size=25)
         ax.set_xlim(bounds[0])
         ax.set_ylim(bounds[1])
         ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.tick_params(labelsize="x-small")
+        ax.locator_params(nbins=4, steps=[1, 2, 5, 10])  # round ticks inside the edges, clear of the next panel's
         ax.set_title(f"{label} {when}", fontsize="small")
     for ax in axes[len(clouds):]:
         ax.set_axis_off()
+    for ax in axes[len(clouds) - columns:len(clouds)]:  # the lowest panel of each column
+        ax.xaxis.set_tick_params(labelbottom=True)
     return _save(fig, path, title)
 
 

@@ -30,7 +30,8 @@ def test_dense_2d_demo_writes_the_manifold_and_resumes(demo, tmp_path, capsys):
     assert report["final"] == final and final["k"] == 4
     assert [record["epoch"] for record in report["history"]] == [1, 2]
     assert abs(final["test_neg_elbo"] - (final["test_rec"] + final["test_kl"])) < 1e-3
-    for name in ("samples", "reconstructions", "interpolations", "latent_codes", "manifold", "loss_curves"):
+    for name in ("samples", "sample_draws", "reconstructions", "interpolations", "latent_codes", "manifold",
+                 "loss_curves"):
         assert os.path.getsize(os.path.join(out, f"{name}.png")) > 0, name
 
 

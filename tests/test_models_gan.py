@@ -136,6 +136,28 @@ def test_each_step_moves_only_its_own_player():
     assert all(p.requires_grad for p in trainer.discriminator.parameters())  # unfrozen afterwards
 
 
+def test_generator_step_reports_the_global_norm_of_gs_gradient():
+    trainer = _small_trainer()
+    stats = trainer.generator_step(16)
+    # The step leaves the gradients in place (optimisers never write to them): the norm of what it used.
+    expected = np.sqrt(sum((p.grad.astype(np.float64) ** 2).sum() for p in trainer.generator.parameters()))
+    assert stats["g_grad_norm"].item() == pytest.approx(expected, rel=1e-5)
+    assert not stats["g_grad_norm"].requires_grad
+
+
+def test_the_saturating_losss_gradient_vanishes_when_d_rejects_gs_samples():
+    # D's output bias at -8 makes D(G(z)) about σ(-8) = 3e-4: G's gradient is D(G(z)) times the same
+    # backward under the saturating loss and (1 - D(G(z))) times it under the non-saturating one.
+    trainer = _small_trainer()
+    trainer.discriminator.head.bias.data[...] = -8.0
+    noise, norms = trainer.noise(32), {}
+    for loss in ("saturating", "non_saturating"):
+        game = copy.deepcopy(trainer)
+        game.loss = loss
+        norms[loss] = game.generator_step(32, noise)["g_grad_norm"].item()
+    assert 0 < norms["saturating"] < 1e-3 * norms["non_saturating"]
+
+
 def test_frozen_lets_gradients_through_but_not_into_the_module():
     layer = nn.Linear(3, 1)
     x = sg.randn(4, 3, requires_grad=True)
@@ -399,7 +421,8 @@ def test_wgan_gp_steps_descend_the_critic_loss_plus_penalty_and_report_its_estim
     assert stats["wasserstein"].item() == pytest.approx(real_out.mean().item() - fake_out.mean().item(), rel=1e-5)
     assert stats["gradient_penalty"].item() == pytest.approx(penalty, rel=1e-5)
     assert stats["d_loss"].item() == pytest.approx(penalty - stats["wasserstein"].item(), rel=1e-5)
-    assert set(trainer.train_iteration(lambda: real)) == {"d_loss", "wasserstein", "gradient_penalty", "g_loss"}
+    assert set(trainer.train_iteration(lambda: real)) == {"d_loss", "wasserstein", "gradient_penalty", "g_loss",
+                                                          "g_grad_norm"}
     assert trainer.discriminator_steps == 1 + 5
 
 
@@ -528,6 +551,8 @@ def test_toy_demo_writes_its_outputs_and_resumes_exactly(tmp_path, capsys):
     for name in ("samples.png", "samples_over_training.png", "losses.png", "scores.png", "metrics.json"):
         assert (tmp_path / "whole" / name).stat().st_size > 0
     assert set(whole["final"]) >= {"modes", "high_quality"}
+    assert whole["args"]["model"] == "dense"  # the networks used, not --model's MNIST default
+    assert whole["history"][-1]["g_grad_norm"] > 0
 
     demo.main(flags + ["--epochs", "1", "--out", str(tmp_path / "parts")])
     resumed = demo.main(flags + ["--epochs", "2", "--out", str(tmp_path / "parts"), "--resume"])
@@ -574,6 +599,43 @@ def test_demo_plays_wgan_gp_with_the_papers_defaults_and_resumes_exactly(tmp_pat
     # Resumed as another game, the checkpoint is refused rather than continued as something else.
     with pytest.warns(UserWarning, match="differ"), pytest.raises(ValueError, match="other settings"):
         demo.main(flags + ["--epochs", "3", "--out", str(tmp_path / "parts"), "--resume"])
+
+
+def test_demo_preset_goodfellow2014_is_algorithm_1_and_flags_still_win():
+    demo = load_demo("gan")
+    args = demo.parse_args(["--preset", "goodfellow2014"])
+    assert (args.optimizer, args.beta1, args.lr, args.k, args.loss, args.packing, args.decay_from) == (
+        "sgd", 0.5, 0.01, 1, "saturating", 1, 1.0)
+    args = demo.parse_args(["--preset", "goodfellow2014", "--loss", "non_saturating", "--k", "5", "--beta1", "0.9"])
+    assert (args.optimizer, args.loss, args.k, args.beta1) == ("sgd", "non_saturating", 5, 0.9)
+    plain = demo.parse_args([])
+    assert (plain.optimizer, plain.loss, plain.packing) == ("adam", "non_saturating", 2)
+
+
+def test_demo_records_the_networks_it_uses(capsys):
+    demo = load_demo("gan")
+    assert demo.parse_args(["--dataset", "ring8"]).model == "dense"  # the toys always play with the dense pair
+    assert demo.parse_args(["--dataset", "mnist"]).model == "dcgan"
+    assert demo.parse_args(["--dataset", "mnist", "--model", "dense"]).model == "dense"
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--dataset", "grid25", "--model", "dcgan"])
+    assert "--model dcgan is for --dataset mnist" in capsys.readouterr().err
+
+
+def test_demo_compares_the_two_losses_with_k_1_and_5(tmp_path, capsys):
+    demo = load_demo("gan")
+    report = demo.main(["--preset", "goodfellow2014", "--compare-losses", "3", "--batch-size", "10", "--quiet",
+                        "--out", str(tmp_path / "cmp")])
+    assert (tmp_path / "cmp" / "loss_comparison.png").stat().st_size > 0
+    final = last_json_line(capsys)
+    for loss, k in demo.COMPARED_GAMES:
+        assert final[f"{loss}_k{k}_iterations"] == 3
+        assert 0 < final[f"{loss}_k{k}_fake_score"] < 1 and final[f"{loss}_k{k}_g_grad_norm"] > 0
+    assert report["args"]["model"] == "dense"
+    for bad in (["--dataset", "mnist"], ["--loss", "wgan-gp"]):
+        with pytest.raises(SystemExit):
+            demo.parse_args(["--compare-losses", "3"] + bad)
+        assert "--compare-losses" in capsys.readouterr().err
 
 
 def test_demo_adds_the_r1_penalty_and_refuses_flags_that_do_not_fit(tmp_path, capsys):

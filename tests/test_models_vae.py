@@ -237,6 +237,24 @@ def test_shapes_of_encode_decode_sample_reconstruct_interpolate_and_bound(make, 
     assert terms.loss.shape == terms.rec.shape == terms.kl.shape == ()
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_sample_draws_x_from_p_x_given_z_around_the_decoders_means(likelihood):
+    sg.manual_seed(0)
+    model = DenseVAE(hidden=16, latent_dim=3, likelihood=likelihood)
+    z = sg.tensor(np.repeat(np.random.default_rng(0).standard_normal((1, 3), dtype=np.float32), 4000, axis=0))
+    means, draws = model.sample(4000, z=z).numpy(), model.sample(4000, z=z, mean=False).numpy()
+    assert draws.shape == means.shape == (4000, 1, 28, 28)
+    if likelihood == "bernoulli":
+        assert set(np.unique(draws)) <= {0.0, 1.0}
+        # Every pixel's frequency of ones within 5 standard errors (at most 0.5 / sqrt(4000)) of σ(logits).
+        np.testing.assert_allclose(draws.mean(axis=0), means[0], atol=5 * 0.5 / np.sqrt(4000))
+    else:
+        # x = mean + s·ε with s = exp(½·log s²) = 0.1 before training: s, not s² = 0.01 nor exp(log s²).
+        residual = draws - means
+        assert residual.std() == pytest.approx(np.exp(0.5 * model.log_sigma2.numpy()[0]), rel=0.01)
+        assert abs(residual.mean()) < 1e-3
+
+
 def test_bad_arguments_are_explained():
     with pytest.raises(ValueError, match="likelihood"):
         DenseVAE(likelihood="poisson")

@@ -164,6 +164,42 @@ def test_manifold_decodes_a_grid_laid_out_like_a_scatter_plot(tmp_path):
     np.testing.assert_allclose(z[::5, 1], [2, 1, 0, -1, -2])  # z2 decreases down the picture
 
 
+def test_manifold_axes_are_in_z_with_each_image_centred_on_its_code(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plot, "_save", lambda fig, path, title=None: figures.append(fig) or str(path))
+    plot.manifold(lambda z: np.zeros((len(z), 784), np.float32), tmp_path / "m.png", grid=5, bounds=(-2, 2),
+                  title="a title")
+    ax = figures[0].axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("$z_1$", "$z_2$", "a title")
+    (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()
+    width = 5 * (28 + 2) + 2  # five 28-pixel images, 2 pixels around each
+    centres = [left + (2 + j * 30 + 14) * (right - left) / width for j in range(5)]
+    np.testing.assert_allclose(centres, [-2, -1, 0, 1, 2], atol=1e-9)  # column j's image sits over z1 = its code
+    assert top == pytest.approx(-bottom) and right == pytest.approx(-left)
+
+
+def test_scatter_over_training_marks_the_modes(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plot, "_save", lambda fig, path, title=None: figures.append(fig) or str(path))
+    mixture = ring8_mixture()
+    snapshots = [(step, mixture.sample(50)) for step in (100, 200, 300)]
+    plot.scatter_over_training(snapshots, tmp_path / "t.png", bounds=(-1.5, 1.5), label="iteration",
+                               modes=mixture.means)
+    axes = figures[0].axes
+    assert [ax.get_title() for ax in axes] == ["iteration 100", "iteration 200", "iteration 300"]
+    # Each panel: the samples, then the 8 centres on top.
+    assert all(len(ax.collections) == 2 and len(ax.collections[1].get_offsets()) == 8 for ax in axes)
+    monkeypatch.undo()
+    _assert_png(plot.scatter_over_training(snapshots, tmp_path / "t.png", modes=mixture.means))
+
+
+def test_curve_panels(tmp_path):
+    panels = {"score": {"a": ([1, 2, 3], [0.5, 0.4, 0.1]), "b": ([1, 2], [0.5, 0.5])},
+              "norm": {"a": ([1, 2, 3], [1.0, 1e-3, 1e-5]), "b": ([1, 2], [1.0, 2.0])}}
+    pixels = _assert_png(plot.curve_panels(panels, tmp_path / "c.png", logy=("norm",), title="two runs"))
+    assert pixels.shape[1] > 1.5 * pixels.shape[0]
+
+
 def test_callbacks_run_without_recording_a_graph(tmp_path):
     w = sg.tensor(np.ones((2, 784), np.float32), requires_grad=True)
     recorded = []

@@ -15,3 +15,6 @@ from scratchgen.models.rbm import RBM, ContrastiveDivergence  # noqa: F401
 from scratchgen.models.flow import MAF, AffineCoupling, Bijection, Flow, MAFLayer, RealNVP  # noqa: F401
 from scratchgen.models.kmeans import KMeans  # noqa: F401
 from scratchgen.models.gsn import chain_step, random_binary_images, run_chain, walkback_loss  # noqa: F401
+from scratchgen.models.gan import (  # noqa: F401
+    DCGANDiscriminator, DCGANGenerator, GANTrainer, JointGenerator, MLPDiscriminator, MLPGenerator,
+)

@@ -358,16 +358,21 @@ class GANTrainer:
         """One descent step of the generator's loss in G's parameters, on m fresh noise draws.
 
         Returns:
-            {"g_loss": the generator's loss}, a detached scalar tensor.
+            Detached scalar tensors: "g_loss", the generator's loss, and "g_grad_norm", the global norm
+            ‖∇_θ loss‖ = sqrt(Σ over G's parameters of their squared gradients), taken before the step
+            (and before a distributed optimiser averages it over the ranks): the strength of G's learning
+            signal, which the saturating loss loses while D rejects G's samples.
         """
         noise = self.noise(m) if noise is None else noise
         with frozen(self.discriminator):
             loss = generator_loss(self.judge(*self.generate(noise)), self.loss)
             self.generator_optimizer.zero_grad()
             loss.backward()
+        grads = [p.grad for p in self.generator.parameters() if p.grad is not None]
+        grad_norm = Tensor(backend.xp.sqrt(sum((g * g).sum() for g in grads)))  # on the device: no host sync
         self.generator_optimizer.step()
         self.generator_steps += 1
-        return {"g_loss": loss.detach()}
+        return {"g_loss": loss.detach(), "g_grad_norm": grad_norm}
 
     def train_iteration(self, real_batch) -> dict:
         """k discriminator steps, each on ``real_batch()`` and fresh noise; then one generator step.
@@ -376,7 +381,7 @@ class GANTrainer:
             real_batch: a function of no arguments returning the next minibatch of m data samples.
 
         Returns:
-            The last discriminator step's statistics and the generator step's loss.
+            The last discriminator step's statistics and the generator step's (its loss and gradient norm).
         """
         for _ in range(self.k):
             real = real_batch()

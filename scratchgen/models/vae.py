@@ -232,17 +232,30 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ pictures
 
-    def sample(self, n: int, y=None, z=None) -> Tensor:
-        """The mean images σ(logits) of n codes drawn from the prior: (n, *image_shape), in [0, 1].
+    def sample(self, n: int, y=None, z=None, mean: bool = True) -> Tensor:
+        """n images from n codes z ~ p(z): the decoder's means E[x|z] = σ(logits), or draws x ~ p(x|z).
 
         Args:
             y: for a conditional VAE, the n labels to draw (integers, or label rows to blend digits).
             z: (n, D) codes to decode instead of fresh draws (the same style under different labels).
+            mean: True for the means, in [0, 1] (smooth pictures, what papers usually show); False for
+                samples of the model itself: binary pixels x ~ Bernoulli(σ(logits)), or grey levels
+                x = σ(logits) + s·ε, ε ~ N(0, I), for the Gaussian likelihood (not clipped to [0, 1]).
+
+        Returns:
+            (n, *image_shape).
         """
         with no_grad():
             if z is None:
                 z = Tensor(backend.rng().standard_normal((n, self.latent_dim), dtype=backend.DEFAULT_DTYPE))
-            return self.decode(z, y).sigmoid()
+            means = self.decode(z, y).sigmoid()
+            if mean:
+                return means
+            if self.likelihood == "bernoulli":
+                u = backend.rng().random(means.shape, dtype=means.dtype)
+                return Tensor((u < means.data).astype(means.dtype))
+            eps = backend.rng().standard_normal(means.shape, dtype=means.dtype)
+            return means + Tensor(eps) * (0.5 * self.log_sigma2).exp()
 
     def reconstruct(self, x: Tensor, y=None) -> Tensor:
         """The mean image decoded from each input's mean code μ(x): (N, *image_shape)."""
