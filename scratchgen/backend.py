@@ -9,6 +9,10 @@ every attribute to the active array module, so ``xp.exp(a)`` is ``numpy.exp(a)``
 ``cupy.exp(a)`` on the GPU. The few things that differ between the two libraries live here as small
 functions: moving arrays to and from the device, the random generator, scatter-add and strided views.
 
+A third backend, ``strict``, is a test instrument: NumPy underneath, but its arrays refuse to turn into
+NumPy arrays and its module has only CuPy's names, so host/device leaks fail on a machine without a GPU
+(see :mod:`scratchgen._strict`).
+
 This follows Chainer's ``get_array_module`` and needle's environment-variable backend.
 """
 
@@ -23,13 +27,13 @@ import numpy
 __all__ = [
     "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of", "scalar",
     "manual_seed", "rng", "bernoulli", "fork_rng", "get_rng_state", "set_rng_state", "scatter_add",
-    "as_strided", "synchronize", "nccl", "BackendError", "DEFAULT_DTYPE",
+    "as_strided", "synchronize", "nccl", "strict_host_reads", "BackendError", "DEFAULT_DTYPE",
 ]
 
 DEFAULT_DTYPE = numpy.float32
 """Floating-point type of new parameters and of tensors made from Python numbers."""
 
-_BACKENDS = ("numpy", "cupy")
+_BACKENDS = ("numpy", "cupy", "strict")
 
 
 class BackendError(RuntimeError):
@@ -82,7 +86,7 @@ def _import_cupy():
 
 
 def set_backend(name: str) -> None:
-    """Make ``name`` ("numpy" or "cupy") the active backend for arrays created from now on.
+    """Make ``name`` ("numpy", "cupy" or "strict") the active backend for arrays created from now on.
 
     Tensors created before the switch keep their arrays; mixing them with new ones is an error that
     names both devices. The random generator is re-seeded with the last seed given to
@@ -97,6 +101,9 @@ def set_backend(name: str) -> None:
         raise ValueError(f"set_backend: unknown backend {name!r}; expected one of {_BACKENDS}")
     if name == "numpy":
         _state.module, _state.array_type = numpy, numpy.ndarray
+    elif name == "strict":  # imported here: only tests use it
+        from scratchgen import _strict
+        _state.module, _state.array_type = _strict.module, _strict.StrictArray
     else:
         cupy = _import_cupy()
         _state.module, _state.array_type = cupy, cupy.ndarray
@@ -105,7 +112,7 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
-    """Name of the active backend: "numpy" or "cupy"."""
+    """Name of the active backend: "numpy", "cupy" or "strict"."""
     return _state.name
 
 
@@ -130,11 +137,13 @@ def is_array(obj) -> bool:
 
 
 def device_of(array) -> str:
-    """Where an array lives, in words: "cpu (numpy)" or "gpu (cupy)"; for error messages."""
+    """Where an array lives, in words: "cpu (numpy)", "gpu (cupy)" or "device (strict)"; for error messages."""
     if isinstance(array, numpy.ndarray):
         return "cpu (numpy)"
-    module = type(array).__module__.split(".")[0]
-    return "gpu (cupy)" if module == "cupy" else f"{type(array).__name__} (not an array)"
+    module = type(array).__module__
+    if module.split(".")[0] == "cupy":
+        return "gpu (cupy)"
+    return "device (strict)" if module == "scratchgen._strict" else f"{type(array).__name__} (not an array)"
 
 
 def asarray(data, dtype=None):
@@ -145,8 +154,9 @@ def asarray(data, dtype=None):
 
 
 def to_numpy(x) -> numpy.ndarray:
-    """The one way to bring data to the host: a NumPy array from an array of either backend, a Tensor
-    (its data), a list or a number. No copy for a NumPy array; a device-to-host copy for a CuPy one."""
+    """The one way to bring data to the host: a NumPy array from an array of any backend, a Tensor
+    (its data), a list or a number. No copy for a NumPy array; a device-to-host copy (``.get()``) for a
+    CuPy or strict one."""
     if hasattr(x, "requires_grad"):  # a Tensor (this module sits below tensor.py and cannot import it)
         x = x.data
     if isinstance(x, numpy.ndarray):
@@ -179,6 +189,19 @@ def _cached_scalar(name: str, dtype: str, payload: bytes):
         array = array.copy()
         array.flags.writeable = False
     return array
+
+
+def strict_host_reads(reset: bool = False) -> int:
+    """How many values the strict backend has read back to the host so far: each ``.get()`` (so each
+    :func:`to_numpy`), ``.item()``, ``.tolist()``, ``float()``, ``int()``, ``bool()`` or print of a strict array.
+    On a GPU each is a copy the host waits for; a test counts them per training step. ``reset`` sets the
+    count back to 0 after reading it."""
+    from scratchgen import _strict
+
+    count = _strict.host_reads
+    if reset:
+        _strict.host_reads = 0
+    return count
 
 
 def synchronize() -> None:

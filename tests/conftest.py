@@ -1,4 +1,5 @@
-"""Shared fixtures: the ``backend`` fixture runs a test on NumPy and, where a GPU is present, on CuPy."""
+"""Shared fixtures: the ``backend`` fixture runs a test on NumPy, on the strict device stand-in (see
+``scratchgen/_strict.py``) and, where a GPU is present, on CuPy."""
 
 import os
 
@@ -25,9 +26,11 @@ def _cupy_unavailable_reason():
 _CUPY_SKIP = _cupy_unavailable_reason()
 
 
-@pytest.fixture(params=["numpy", "cupy"])
+@pytest.fixture(params=["numpy", "strict", "cupy"])
 def backend(request):
-    """Run the test once per backend; the CuPy run is skipped, with the reason, where no GPU is present."""
+    """Run the test once per backend: NumPy; strict, whose arrays refuse to become NumPy arrays as CuPy's
+    do, so a host/device leak fails here without a GPU; CuPy, skipped with the reason where no GPU is
+    present."""
     if request.param == "cupy" and _CUPY_SKIP:
         pytest.skip(f"no usable GPU for the cupy backend: {_CUPY_SKIP}")
     with sg.use_backend(request.param):
@@ -35,11 +38,16 @@ def backend(request):
         yield request.param
 
 
+_SESSION_BACKEND = sg.get_backend()  # numpy, or what SCRATCHGEN_BACKEND names (strict, cupy)
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
-    """Each test starts from the same random state."""
-    sg.manual_seed(0)
-    yield
+    """Each test starts on the session's backend, from the same random state, and a test that switches
+    backends (``set_backend``) leaves the next one where it found it."""
+    with sg.use_backend(_SESSION_BACKEND):
+        sg.manual_seed(0)
+        yield
 
 
 @pytest.fixture

@@ -268,3 +268,23 @@ def test_the_check_fails_on_a_name_or_an_argument_cupy_lacks(tmp_path):
     assert "cupy.exp" in found and "'colour'" in found
     assert "cupyx.no_such_function does not exist" in found
     assert "cupy.zeros" not in found
+
+
+def test_the_strict_backend_offers_only_what_cupy_has():
+    """The strict backend (scratchgen/_strict.py) stands in for CuPy by a recorded list of names: each must
+    exist in the installed CuPy, and so must each operator its arrays define (CuPy's have no ``__index__``)."""
+    cupy, _ = _cupy_or_skip()
+    from scratchgen import _strict
+
+    places = {"cupy": (cupy, _strict._CUPY_NAMES), "cupy.linalg": (cupy.linalg, _strict._LINALG_NAMES),
+              "cupy.fft": (cupy.fft, _strict._FFT_NAMES), "cupy.random": (cupy.random, _strict._RANDOM_NAMES),
+              "cupy.lib.stride_tricks": (cupy.lib.stride_tricks, _strict._STRIDE_TRICKS_NAMES),
+              "cupy.random.Generator": (cupy.random.Generator, _strict._GENERATOR_NAMES),
+              "cupy.ndarray": (cupy.ndarray, _strict._NDARRAY_NAMES)}
+    operators = {name for name in vars(_strict.StrictArray) if name.startswith("__") and name.endswith("__")}
+    operators -= {"__module__", "__qualname__", "__doc__", "__slots__", "__getattr__", "__firstlineno__",
+                  "__static_attributes__"}
+    missing = [f"{place}.{name}" for place, (obj, names) in places.items() for name in sorted(names)
+               if not hasattr(obj, name)]
+    missing += [f"cupy.ndarray.{name}" for name in sorted(operators) if not hasattr(cupy.ndarray, name)]
+    assert not missing, f"the strict backend offers names CuPy {cupy.__version__} lacks: {missing}"

@@ -15,6 +15,7 @@ Every backward is written with Tensor ops, so every gradient can be differentiat
 at the bottom are the functional forms of the ops that take several tensors.
 """
 
+from scratchgen import backend
 from scratchgen.ops.elementwise import (  # noqa: F401
     Abs, Add, Clip, Div, Exp, HyperbolicTangent, Log, LogOnePlusExp, Logistic, Mul, Neg, Pow, PowScalar,
     Rectifier, SigmoidWeightedLinear, Sqrt, Sub, Where,
@@ -38,13 +39,14 @@ def stack(tensors, axis: int = 0):
 
 
 def where(condition, a, b):
-    """``a`` where ``condition`` holds, else ``b``; ``condition`` is a boolean array or tensor (no gradient).
+    """``a`` where ``condition`` holds, else ``b``; ``condition`` is a boolean array (host or device) or
+    tensor (no gradient).
 
     ``a`` and ``b`` may be tensors or numbers.
     """
     from scratchgen.tensor import Tensor
 
-    condition = condition.data if isinstance(condition, Tensor) else condition
+    condition = condition.data if isinstance(condition, Tensor) else backend.asarray(condition)  # a host mask too
     if not isinstance(a, Tensor):
         a = b._lift(a)
     if not isinstance(b, Tensor):
