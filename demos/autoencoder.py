@@ -52,7 +52,7 @@ from scratchgen.models.autoencoder import (
 )
 from scratchgen.models.baselines import PCA, linear_probe_accuracy, reconstruction_errors
 from scratchgen.models.gsn import random_binary_images, run_chain
-from scratchgen.tensor import Tensor
+from scratchgen.tensor import tensor
 from scratchgen.train import check_finite
 
 # Epochs when --epochs is not given: the dense networks' steps are cheap but they learn more slowly.
@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
     pca_probe = linear_probe_accuracy(pca.transform(x_train), y_train, pca.transform(x_test), y_test, seed=args.seed)
 
     # Denoising: the same noise the denoising model trains with, on test digits it never saw.
-    noisy = corrupt(Tensor(x_test), args.noise, args.noise_level).numpy()
+    noisy = corrupt(tensor(x_test), args.noise, args.noise_level).numpy()
     denoised = reconstruct_all(model, noisy)
     noisy_mse = reconstruction_errors(noisy, x_test)["mse"]
     denoised_mse = reconstruction_errors(denoised, x_test)["mse"]

@@ -12,8 +12,8 @@ Every model draws pairs (x′, y′): y′ from the label prior (uniform), then 
 draws both at once. They are judged by the GAN's judge, a ConvClassifier trained on the 4,000 real
 training digits (:func:`scratchgen.metrics.mnist_classifier`):
 
-* ``conditional_accuracy``: the share of 10,000 samples asked for digit y (1,000 each) that the judge
-  takes for a y (for the joint GAN, the share whose drawn label the judge agrees with);
+* ``conditional_accuracy``: the share of 10,000 samples asked for digit y (1,000 each; MADE: 2,000) that
+  the judge takes for a y (for the joint GAN, the share whose drawn label the judge agrees with);
 * ``cas``, the Classification Accuracy Score (Ravuri and Vinyals 2019): the judge's architecture and
   training, on 4,000 generated pairs (400 per digit) alone, tested on the 1,000 real test digits; beside
   it ``real_cas``, the same classifier trained on the 4,000 real digits (the judge itself);
@@ -45,12 +45,13 @@ CLASSES = 10
 # Each model's configuration; any of it can be overridden on the command line. The GANs: the GAN demo's
 # MNIST settings (Adam 2e-4, beta1 0.5, batch 64, 22 x 250 iterations, the rate falling linearly to 0 over
 # the second half). The VAE: the VAE demo's (Adam 1e-3, batch 100, 40 epochs). MADE: the MADE demo's
-# network and rate, for 20 epochs (its test NLL is lowest near there; it overfits after).
+# (784-500-784, Adam 1e-3, batch 100, 60 epochs); its samples take 784 passes of the network each, so it
+# judges 2,000 of them rather than 10,000 (the CAS still trains on 4,000).
 DEFAULTS = {
-    "cgan": dict(epochs=22, iterations_per_epoch=250, batch_size=64, lr=2e-4),
-    "joint-gan": dict(epochs=22, iterations_per_epoch=250, batch_size=64, lr=2e-4),
-    "cvae": dict(epochs=40, batch_size=100, lr=1e-3, hidden=400),
-    "made": dict(epochs=20, batch_size=100, lr=1e-3, hidden=500),
+    "cgan": dict(epochs=22, iterations_per_epoch=250, batch_size=64, lr=2e-4, eval_samples=10_000),
+    "joint-gan": dict(epochs=22, iterations_per_epoch=250, batch_size=64, lr=2e-4, eval_samples=10_000),
+    "cvae": dict(epochs=40, batch_size=100, lr=1e-3, hidden=400, eval_samples=10_000),
+    "made": dict(epochs=60, batch_size=100, lr=1e-3, hidden=500, eval_samples=2_000),
 }
 GANS = ("cgan", "joint-gan")
 
@@ -65,8 +66,8 @@ def parse_args(argv=None):
                         help="hidden width of the VAE (400) or MADE (500); the GANs are the DCGAN pair")
     parser.add_argument("--k", type=experiment.positive_int, default=500,
                         help="importance samples per image (and label) for the VAE's test NLL")
-    parser.add_argument("--eval-samples", type=experiment.positive_int, default=10_000,
-                        help="samples the conditional accuracy judges (a multiple of 10)")
+    parser.add_argument("--eval-samples", type=experiment.positive_int, default=None,
+                        help="samples the conditional accuracy judges (a multiple of 10): 10,000, or 2,000 for MADE")
     parser.add_argument("--cas-samples", type=experiment.positive_int, default=4_000,
                         help="generated pairs the CAS classifier trains on (a multiple of 10; 0 < N)")
     parser.add_argument("--judge-epochs", type=experiment.positive_int, default=metrics.JUDGE_EPOCHS,

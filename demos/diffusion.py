@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from scratchgen import experiment, metrics, no_grad, optim, plot, tensor
+from scratchgen import backend, experiment, metrics, no_grad, optim, plot, tensor
 from scratchgen.data import TOYS
 from scratchgen.models.diffusion import SCHEDULES, DenoisingMLP, Diffusion
 from scratchgen.train import check_finite
@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
     path = list(model.ancestral_steps(args.eval_samples) if args.sampler == "ancestral"
                 else model.ddim_steps(args.eval_samples, args.ddim_steps, args.eta))
     final["sample_wall_time_s"] = time.perf_counter() - began
-    samples = path[-1][1] * scale + mean
+    samples = backend.to_numpy(path[-1][1]) * scale + mean  # device samples, host statistics
     snapshots = pick_snapshots(path, args.T, scale, mean)
 
     points = sampler(400_000, rng=args.seed + 2)  # for the pictures' bounds, and a density where none is known
@@ -152,7 +152,7 @@ def pick_snapshots(path, T: int, scale, mean) -> list:
     """(t, x_t in data units) at the visited steps nearest to SNAPSHOTS' fractions of T, each step once."""
     steps = np.array([t for t, _ in path])
     chosen = sorted({int(np.abs(steps - fraction * T).argmin()) for fraction in SNAPSHOTS})
-    return [(int(path[i][0]), path[i][1] * scale + mean) for i in chosen]
+    return [(int(path[i][0]), backend.to_numpy(path[i][1]) * scale + mean) for i in chosen]
 
 
 def picture_bounds(points, mean, scale):
