@@ -43,6 +43,7 @@ from scratchgen.data import DataLoader, grid25_mixture, load_mnist, ring8_mixtur
 from scratchgen.models.gan import (
     GENERATOR_LOSSES, DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator,
 )
+from scratchgen.ops import stack
 from scratchgen.train import check_finite
 
 # The configuration of each dataset; any of them can be overridden on the command line.
@@ -319,21 +320,24 @@ def plot_curves(args, run, curves: dict) -> None:
 
 def train_epoch(args, run, trainer, real_batch, total: int, epoch: int) -> dict:
     """--iterations-per-epoch iterations of Algorithm 1; adds a point to the curves every CURVE_EVERY
-    iterations and returns the epoch's mean statistics. Raises Diverged at the first iteration where
-    either player's loss is NaN or infinite."""
-    window, points = [], []
+    iterations and returns the epoch's mean statistics. Raises Diverged, naming the first iteration
+    where either player's loss is NaN or infinite, at the next point of the curves."""
+    window, points, first = [], [], 1
     for step in run.progress(range(1, args.iterations_per_epoch + 1), epoch):
         lr = optim.linear_decay(args.lr, trainer.iteration, total, args.decay_from)
         trainer.generator_optimizer.lr = trainer.discriminator_optimizer.lr = lr
-        stats = trainer.train_iteration(real_batch)
-        check_finite(stats["d_loss"], epoch=epoch, step=step, name="D's loss")
-        check_finite(stats["g_loss"], epoch=epoch, step=step, name="G's loss")
-        window.append(stats)
+        window.append(trainer.train_iteration(real_batch))
         if len(window) == CURVE_EVERY or trainer.iteration % args.iterations_per_epoch == 0:
-            means = mean_stats(window)
+            # One host read per logged point (on a GPU, reading a loss waits for it), which still finds
+            # the first step whose loss is NaN or infinite, at most CURVE_EVERY iterations late.
+            table = window_table(window)
+            for offset in range(len(window)):
+                check_finite(table["d_loss"][offset], epoch=epoch, step=first + offset, name="D's loss")
+                check_finite(table["g_loss"][offset], epoch=epoch, step=first + offset, name="G's loss")
+            means = {name: float(values.mean()) for name, values in table.items()}
             record(run.state["curves"], trainer.iteration, means)
             points.append((len(window), means))
-            window = []
+            window, first = [], step + 1
     return {name: sum(n * means[name] for n, means in points) / sum(n for n, _ in points) for name in points[0][1]}
 
 
@@ -377,9 +381,12 @@ def report_mnist(args, run, samples, iterations: int) -> dict:
     return result
 
 
-def mean_stats(window) -> dict:
-    """The mean of each statistic over a list of train_iteration results, as Python numbers."""
-    return {name: float(np.mean([s[name].item() for s in window])) for name in window[0]}
+def window_table(window) -> dict:
+    """Each statistic of a list of train_iteration results as a host array over the window, {name: (W,)},
+    stacked on the device and read back in one transfer."""
+    names = list(window[0])
+    table = stack([stack([stats[name].reshape(-1) for stats in window]).reshape(-1) for name in names]).numpy()
+    return dict(zip(names, table))
 
 
 def record(curves: dict, iteration: int, means: dict) -> None:

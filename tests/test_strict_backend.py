@@ -147,3 +147,26 @@ def test_a_gan_iteration_reads_nothing_back(strict):
 
     _, reads = _steps_and_reads(train)
     assert reads == 0, f"GANTrainer.train_iteration read the host {reads} times; its statistics stay on the device"
+
+
+def test_the_gan_demo_reads_the_host_once_per_point_of_its_curves(strict, tmp_path):
+    # 250 iterations log 3 points (every 100 iterations and at the epoch's end): one read each, the table
+    # of the window's statistics, from which the divergence check and the curves both come.
+    from types import SimpleNamespace
+
+    from conftest import load_demo
+
+    demo = load_demo("gan")
+    args = demo.parse_args(["--dataset", "ring8", "--iterations-per-epoch", "250", "--batch-size", "20",
+                            "--out", str(tmp_path)])
+    trainer = demo.build(args)
+    mixture = sg.data.ring8_mixture()
+    real = sg.tensor(mixture.sample(20, rng=0))
+    run = SimpleNamespace(state={"curves": {"epoch": []}}, progress=lambda steps, epoch: steps)
+
+    def train():
+        demo.train_epoch(args, run, trainer, lambda: real, total=250, epoch=1)
+        return 250
+
+    _, reads = _steps_and_reads(train)
+    assert reads == 3 and len(run.state["curves"]["epoch"]) == 3, f"{reads} host reads for 3 logged points"

@@ -369,7 +369,8 @@ class GANTrainer:
             self.generator_optimizer.zero_grad()
             loss.backward()
         grads = [p.grad for p in self.generator.parameters() if p.grad is not None]
-        grad_norm = Tensor(backend.xp.sqrt(sum((g * g).sum() for g in grads)))  # on the device: no host sync
+        # On the device, no host sync; asarray, as NumPy's sums are scalars, not arrays.
+        grad_norm = Tensor(backend.xp.asarray(backend.xp.sqrt(sum((g * g).sum() for g in grads))))
         self.generator_optimizer.step()
         self.generator_steps += 1
         return {"g_loss": loss.detach(), "g_grad_norm": grad_norm}
