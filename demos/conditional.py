@@ -25,7 +25,9 @@ training digits (:func:`scratchgen.metrics.mnist_classifier`):
 Writes into --out (default runs/conditional_<model>): ``digits.png`` (a 10×10 grid, one row per asked
 digit and one code z per column: the style held, the digit changed; MADE, having no code, draws each
 image afresh), ``interpolation.png`` (GAN and VAE: at a fixed z, the label row blended from each digit to
-the next), ``losses.png`` and ``metrics.json``.
+the next), ``nearest_training.png`` (samples above their nearest training digits, a check for memorisation,
+whose medians :func:`scratchgen.metrics.memorisation_check` adds to the metrics), ``losses.png`` and
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import time
 import numpy as np
 
 from scratchgen import backend, experiment, metrics, no_grad, optim, plot, tensor
-from scratchgen.data import DataLoader, binarize, load_mnist, to_float
+from scratchgen.data import DataLoader, binarize, binarize_stochastic, load_mnist, to_float
 from scratchgen.models.gan import DCGANDiscriminator, DCGANGenerator, GANTrainer, JointGenerator
 from scratchgen.models.made import MADE
 from scratchgen.models.vae import DenseVAE, importance_sampled_nll, marginal_nll
@@ -249,6 +251,11 @@ def main(argv=None) -> dict:
     draw_pictures(args, run, draw, latent_dim, final)
     keys = ["d_loss", "g_loss"] if args.model in GANS else ["train_loss", "test_loss"]
     plot.loss_curves(run.history, run.path("losses.png"), keys=keys, title=f"{args.model}: losses per epoch")
+    # Memorisation: samples beside their nearest training digits, in the data's form (the VAE's means drawn
+    # as x ~ Bernoulli(mean), binary like its digits), and the test digits' distances as the yardstick.
+    drawn = binarize_stochastic(samples, rng=args.seed) if args.model == "cvae" else samples
+    plot.nearest_training(drawn, x_train, run.path("nearest_training.png"))
+    final.update(metrics.memorisation_check(drawn, x_train, x_test))
     return run.finish(**final, train_seconds=round(train_seconds, 1),
                       eval_seconds=round(time.perf_counter() - began, 1))
 

@@ -24,12 +24,15 @@ dataset's 5,500 iterations take over half an hour; pass fewer ``--epochs`` for a
 Writes into --out (default runs/gan_<dataset>):
 
 * ``samples.png``: for the mixtures, 2,500 samples over the true density; for MNIST, 100 samples;
+* ``nearest_training.png`` (MNIST): samples above their nearest training images, a check for memorisation;
 * ``samples_over_training.png``: the same noise through the generator after each few epochs;
 * ``losses.png`` (the two players' losses, and the penalty when there is one) and ``scores.png`` (mean D(x)
   and D(G(z)); for WGAN-GP, the critic's Wasserstein estimate mean D(x) − mean D(G(z))), against iterations;
 * ``metrics.json``, and the final metrics as one JSON line: for the mixtures ``modes`` and
   ``high_quality`` (see :func:`scratchgen.metrics.mode_coverage`); for MNIST ``class_shares``,
-  ``inception_score`` and ``frechet_distance``, each beside its ``real_`` counterpart for real test images.
+  ``inception_score`` and ``frechet_distance``, each beside its ``real_`` counterpart for real test images,
+  and the median distance from a sample, and from a test image, to its nearest training image (see
+  :func:`scratchgen.metrics.memorisation_check`).
 """
 
 from __future__ import annotations
@@ -364,7 +367,8 @@ def report_mnist(args, run, samples, iterations: int) -> dict:
                                                     train_subset=args.judge_subset, verbose=not args.quiet)
     test_images, _ = load_mnist(args.mnist_source, "test")
     train_images, _ = load_mnist(args.mnist_source, "train")
-    fake = metrics.classifier_scores(classifier, (samples.numpy() + 1) / 2, test_images)
+    fake_images = (samples.numpy() + 1) / 2  # in [0, 1], as the judge and the training images have them
+    fake = metrics.classifier_scores(classifier, fake_images, test_images)
     # The real ceiling: the test images scored the same way; their Fréchet distance is to the training images.
     real = metrics.classifier_scores(classifier, test_images, train_images)
     result = {"judge_epochs": args.judge_epochs, "judge_test_accuracy": accuracy,
@@ -372,6 +376,9 @@ def report_mnist(args, run, samples, iterations: int) -> dict:
     for name in ("class_shares", "inception_score", "frechet_distance"):
         result[name], result[f"real_{name}"] = fake[name], real[name]
     result["inception_score_ratio"] = fake["inception_score"] / real["inception_score"]
+    real_train = to_float(train_images)
+    result.update(metrics.memorisation_check(fake_images, real_train, to_float(test_images)))
+    plot.nearest_training(fake_images, real_train, run.path("nearest_training.png"))
     plot.image_grid(samples[:100], run.path("samples.png"), nrow=10, value_range=(-1, 1),
                     title=f"100 samples G(z), z ~ N(0, I), after {iterations:,} iterations\n"
                           f"Inception Score {fake['inception_score']:.2f} (real test images {real['inception_score']:.2f})")

@@ -6,15 +6,21 @@ one masked network (Germain et al. 2015), trained by maximising log p(x) directl
     python demos/made.py                                   # 784-500-784, 60 epochs, embedded MNIST
     python demos/made.py --num-masks 8 --order-agnostic    # connectivity- and order-agnostic training;
                                                            # the test NLL is then that of the 8-mask ensemble
+    python demos/made.py --binarize dynamic                # a fresh binary draw of each digit every epoch
     python demos/made.py --dataset ring8                   # mixture-of-Gaussians conditionals in 2-D
                                                            # (also grid25, two_moons, swiss_roll)
 
-Images (``--dataset embedded | mnist | fashion_mnist``, binarised at pixel > 127) write samples.png,
-completions.png (the first half of the ordering, the upper half of the digit in raster order, taken from
-test digits and the rest sampled) and learning_curve.png; metrics.json holds ``train_nll_nats``,
+Images (``--dataset embedded | mnist | fashion_mnist``, binarised at pixel > 127, or with ``--binarize
+dynamic`` drawn afresh as x ~ Bernoulli(grey level) every epoch and tested on one fixed draw, see
+:func:`scratchgen.data.bernoulli_pixels`) write samples.png, completions.png (the first half of the
+ordering, the upper half of the digit in raster order, taken from test digits and the rest sampled),
+nearest_training.png (samples above their nearest training digits, a check for memorisation) and
+learning_curve.png; metrics.json holds ``train_nll_nats``,
 ``test_nll_nats`` and ``bits_per_dim`` per epoch, and, at the end, the two baselines in the same units:
 independent Bernoulli pixels and the fully visible sigmoid belief net (FVSBN, trained here with Adam 1e-2
-for ``--fvsbn-epochs`` epochs from the independent model; 20 is about where its test NLL bottoms out).
+for ``--fvsbn-epochs`` epochs from the independent model; 20 is about where its test NLL bottoms out), and
+the median distance from a sample, and from a test digit, to its nearest training digit (see
+:func:`scratchgen.metrics.memorisation_check`).
 
 Toys write density.png (the true density beside the learned one), samples.png (the model's samples over
 the true density), marginals.png (the 1-D marginal densities, learned and true, over a histogram of the
@@ -34,9 +40,9 @@ import numpy as np
 
 from matplotlib.figure import Figure
 
-from scratchgen import backend, experiment, no_grad, optim, plot, tensor
+from scratchgen import backend, experiment, metrics, no_grad, optim, plot, tensor
 from scratchgen.checkpoint import atomic_write
-from scratchgen.data import TOYS, DataLoader, binarize, load_mnist
+from scratchgen.data import BINARIZATIONS, TOYS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist
 from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
 from scratchgen.train import check_finite, minimise_epoch
 
@@ -60,19 +66,26 @@ def parse_args(argv=None):
                         help="images in samples.png (toys: 2,000 points)")
     parser.add_argument("--fvsbn-epochs", type=experiment.non_negative_int, default=20,
                         help="epochs of the FVSBN baseline (0: skip it)")
+    parser.add_argument("--binarize", choices=BINARIZATIONS, default="threshold",
+                        help="images: pixels > 127 once, or a fresh Bernoulli draw of each image every epoch "
+                             "(test images: one fixed draw)")
     parser.add_argument("--limit", type=experiment.positive_int, default=None,
                         help="use only the first N training and test examples")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.dataset in TOYS and args.binarize != "threshold":
+        parser.error(f"--binarize is for the image datasets; {args.dataset} has real-valued points")
+    return args
 
 
 def load_data(args):
-    """(train, test) as float32 arrays (N, D): binarised flattened images, or toy points."""
+    """(train, test) as float32 arrays (N, D): binarised flattened images (grey levels for dynamic training),
+    or toy points."""
     if args.dataset in TOYS:
         sampler = TOYS[args.dataset][0]
         train, test = sampler(20_000, rng=args.seed), sampler(5_000, rng=args.seed + 1)
     else:
-        train = binarize(load_mnist(args.dataset, "train")[0]).reshape(-1, 784)
-        test = binarize(load_mnist(args.dataset, "test")[0]).reshape(-1, 784)
+        train = bernoulli_pixels(load_mnist(args.dataset, "train")[0], "train", args.binarize).reshape(-1, 784)
+        test = bernoulli_pixels(load_mnist(args.dataset, "test")[0], "test", args.binarize).reshape(-1, 784)
     return train[: args.limit], test[: args.limit]
 
 
@@ -85,11 +98,18 @@ def negative_log_likelihood(model, x, masks: int = 1, batch_size: int = 500) -> 
     return total / len(x)
 
 
+def batch_form(args):
+    """What a training batch becomes before the model sees it: under dynamic binarisation a new binary draw
+    of each image (from scratchgen's seeded generator, so a resumed run draws the same), else itself."""
+    return binarize_stochastic if args.binarize == "dynamic" else (lambda x: x)
+
+
 def train(model, train_x, run, args, evaluate) -> None:
     """Adam on the mean negative log-likelihood; the mask set changes every ``--resample-every`` steps.
 
     ``evaluate()`` returns the test metrics logged after each epoch.
     """
+    draw = batch_form(args)
     loader = DataLoader(train_x, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     opt = optim.Adam(model.parameters(), lr=args.lr)
     start = run.resume(model=model, optimizer=opt, loader=loader)
@@ -100,8 +120,8 @@ def train(model, train_x, run, args, evaluate) -> None:
                 if ((epoch - 1) * len(loader) + step) % args.resample_every == 0:  # steps counted over the run
                     model.next_masks()
 
-            train_nll = minimise_epoch(lambda x: -model.log_prob(x).mean(), run.progress(loader, epoch), opt, epoch,
-                                       metric="nll", after_step=resample)
+            train_nll = minimise_epoch(lambda x: -model.log_prob(draw(x)).mean(), run.progress(loader, epoch), opt,
+                                       epoch, metric="nll", after_step=resample)
             run.log_epoch(epoch, train_nll_nats=train_nll, **evaluate())
             run.save_checkpoint(epoch)
 
@@ -121,7 +141,10 @@ def images(args, run) -> dict:
     final["train_wall_time_s"] = run.elapsed
 
     side = int(round(dims ** 0.5))
-    plot.image_grid(model.sample(args.samples), run.path("samples.png"), title=f"MADE samples ({args.dataset})")
+    samples = model.sample(args.samples)
+    plot.image_grid(samples, run.path("samples.png"), title=f"MADE samples ({args.dataset})")
+    plot.nearest_training(samples, train_x, run.path("nearest_training.png"))
+    final.update(metrics.memorisation_check(samples, train_x, test_x))
     given = test_x[:8]
     completions = [model.sample(x=given, start=dims // 2).numpy() for _ in range(4)]
     shown = np.full_like(given, 0.5)  # the pixels the model was given; grey where it must fill in
@@ -143,7 +166,7 @@ def images(args, run) -> dict:
         for epoch in range(1, args.fvsbn_epochs + 1):
             for step, (x,) in enumerate(loader, start=1):
                 opt.zero_grad()
-                loss = -fvsbn.log_prob(x).mean()
+                loss = -fvsbn.log_prob(batch_form(args)(x)).mean()
                 check_finite(loss, epoch=epoch, step=step, name="the FVSBN baseline's loss")
                 loss.backward()
                 opt.step()

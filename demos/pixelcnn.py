@@ -5,14 +5,21 @@ convolutions, and 1×1 convolutions to one Bernoulli logit per pixel.
 
     python demos/pixelcnn.py                          # 32 channels, 5 type-B layers, 15 epochs
     python demos/pixelcnn.py --channels 64 --layers 7 --epochs 30
+    python demos/pixelcnn.py --binarize dynamic       # a fresh binary draw of each digit every epoch
 
 Writes into --out (default runs/pixelcnn):
 
 * samples.png: images drawn pixel by pixel (784 passes of the network per batch);
+* nearest_training.png: those samples above their nearest training digits, a check for memorisation;
 * completions.png: test digits, their upper half alone, and completions of the lower half sampled
   given the upper half;
 * learning_curve.png and metrics.json, with ``train_nll_nats``, ``test_nll_nats`` and ``bits_per_dim``
-  per epoch (nats per image; bits per dimension = nats / (784 · ln 2)).
+  per epoch (nats per image; bits per dimension = nats / (784 · ln 2)); at the end, the median distance
+  from a sample, and from a test digit, to its nearest training digit
+  (:func:`scratchgen.metrics.memorisation_check`).
+
+The digits are binarised at 127 (``--binarize threshold``), or with ``--binarize dynamic`` drawn afresh as
+x ~ Bernoulli(grey level) every epoch and tested on one fixed draw (:func:`scratchgen.data.bernoulli_pixels`).
 
 The last line printed is the final metrics as JSON.
 """
@@ -23,8 +30,8 @@ import time
 
 import numpy as np
 
-from scratchgen import experiment, no_grad, optim, plot, tensor
-from scratchgen.data import DataLoader, binarize, load_mnist
+from scratchgen import experiment, metrics, no_grad, optim, plot, tensor
+from scratchgen.data import BINARIZATIONS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist
 from scratchgen.models import PixelCNN, bits_per_dim
 from scratchgen.train import minimise_epoch
 
@@ -38,6 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=experiment.positive_int, default=36, help="images in samples.png")
     parser.add_argument("--completions", type=experiment.positive_int, default=8,
                         help="test digits to complete (3 completions each)")
+    parser.add_argument("--binarize", choices=BINARIZATIONS, default="threshold",
+                        help="pixels > 127 once, or a fresh Bernoulli draw of each image every epoch "
+                             "(test images: one fixed draw)")
     parser.add_argument("--limit", type=experiment.positive_int, default=None,
                         help="use only the first N training and test images")
     return parser.parse_args(argv)
@@ -55,8 +65,10 @@ def negative_log_likelihood(model, images, batch_size: int = 100) -> float:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     run = experiment.Run(args, name="pixelcnn", may_change=("samples", "completions"))  # the pictures only
-    train_x = binarize(load_mnist(args.dataset, "train")[0][:args.limit, None])  # (N, 1, 28, 28) of 0/1
-    test_x = binarize(load_mnist(args.dataset, "test")[0][:args.limit, None])
+    # (N, 1, 28, 28) of 0/1; for dynamic binarisation the training digits' grey levels, drawn batch by batch
+    train_x = bernoulli_pixels(load_mnist(args.dataset, "train")[0][:args.limit, None], "train", args.binarize)
+    test_x = bernoulli_pixels(load_mnist(args.dataset, "test")[0][:args.limit, None], "test", args.binarize)
+    draw = binarize_stochastic if args.binarize == "dynamic" else (lambda x: x)  # a new binary digit every epoch
     dims = train_x[0].size
 
     model = PixelCNN(channels=args.channels, layers=args.layers)
@@ -65,8 +77,8 @@ def main(argv=None) -> dict:
     start = run.resume(model=model, optimizer=opt, loader=loader)
     with run.training():
         for epoch in range(start, args.epochs + 1):
-            train_nll = minimise_epoch(lambda x: -model.log_prob(x).mean(), run.progress(loader, epoch), opt, epoch,
-                                       metric="nll")
+            train_nll = minimise_epoch(lambda x: -model.log_prob(draw(x)).mean(), run.progress(loader, epoch), opt,
+                                       epoch, metric="nll")
             test_nll = negative_log_likelihood(model, test_x)
             run.log_epoch(epoch, train_nll_nats=train_nll, test_nll_nats=test_nll,
                           bits_per_dim=bits_per_dim(test_nll, dims))
@@ -78,6 +90,8 @@ def main(argv=None) -> dict:
     samples = model.sample(args.samples, size=train_x.shape[2:])
     final["sampling_wall_time_s"] = time.perf_counter() - began
     plot.image_grid(samples, run.path("samples.png"), title=f"PixelCNN samples ({args.dataset})")
+    plot.nearest_training(samples, train_x, run.path("nearest_training.png"))
+    final.update(metrics.memorisation_check(samples, train_x, test_x))
 
     given = test_x[:args.completions]
     half = given.shape[2] // 2

@@ -24,6 +24,9 @@ The data: the embedded 5,000/1,000-digit MNIST subset, binarised at pixel > 127.
 * ``gibbs_chains.png``: chains started from the independent-pixel model σ(b), one column each, after
   0, 1, 2, 5, ... Gibbs sweeps (shown as p(v | h), the mean of the next visible state);
 * ``samples.png``: ``--samples`` chains after ``--gibbs-steps`` sweeps, shown the same way;
+* ``nearest_training.png``: those chains' binary states above their nearest training digits, a check for
+  memorisation (the medians of those distances, and of the test digits', are in ``metrics.json``: see
+  :func:`scratchgen.metrics.memorisation_check`);
 * ``learning_curve.png``; ``metrics.json`` with, per epoch, the exact ``test_nll_nats`` and
   ``train_nll_nats`` and ``log_partition``; at the end, the independent-pixel baseline's test NLL.
 
@@ -36,7 +39,7 @@ import time
 
 import numpy as np
 
-from scratchgen import experiment, no_grad, optim, plot, tensor
+from scratchgen import experiment, metrics, no_grad, optim, plot, tensor
 from scratchgen.data import DataLoader, binarize, load_mnist
 from scratchgen.models import RBM, ContrastiveDivergence, IndependentBernoulli
 from scratchgen.train import check_finite
@@ -142,9 +145,11 @@ def main(argv=None) -> dict:
                     title=f"RBM filters W_j ({args.hidden} hidden units)")
     plot.samples_over_training(chains_over_time(model, 10), run.path("gibbs_chains.png"), label="sweep",
                                title="Gibbs chains from σ(b): p(v | h) after each number of sweeps")
-    samples = model.visible_probabilities(model.sample_hidden(model.sample(args.samples, args.gibbs_steps)))
-    plot.image_grid(samples, run.path("samples.png"),
+    states = model.sample(args.samples, args.gibbs_steps)
+    plot.image_grid(model.visible_probabilities(model.sample_hidden(states)), run.path("samples.png"),
                     title=f"RBM samples: p(v | h) after {args.gibbs_steps} Gibbs sweeps")
+    plot.nearest_training(states, train_x, run.path("nearest_training.png"))  # binary states beside binary digits
+    final.update(metrics.memorisation_check(states, train_x, test_x))
     plot.loss_curves(run.history, run.path("learning_curve.png"), keys=["train_nll_nats", "test_nll_nats"],
                      title=f"RBM ({args.method.upper()}-{args.k}): exact NLL (nats)")
     return run.finish(**final)

@@ -9,6 +9,7 @@ with k = 500 importance samples (Burda et al. 2016).
     python demos/vae.py --model conv                      # the convolutional VAE
     python demos/vae.py --likelihood gaussian             # grey levels, Gaussian decoder
     python demos/vae.py --iwae-k 5                        # train on the 5-sample bound (an IWAE)
+    python demos/vae.py --binarize dynamic                # a fresh binary draw of each digit every epoch
     mpiexec -n 2 python demos/vae.py --distributed --batch-size 50   # data-parallel: 2 ranks of 50 = batch 100
 
 Writes into --out (default runs/vae): samples.png (the decoder's means σ(logits) for 64 codes z drawn
@@ -16,8 +17,16 @@ from the prior), sample_draws.png (draws x ~ p(x|z) from the same codes: what th
 generates), reconstructions.png, interpolations.png (decoded walks between test digits of consecutive
 classes), latent_codes.png (test codes coloured by class; their first two principal components when the
 code has more than two dimensions), manifold.png (2-D codes only: the decoder's means on a grid of codes,
-with z₁ and z₂ on the axes), loss_curves.png and metrics.json. The last line printed is the final metrics as JSON: test_neg_elbo, test_rec, test_kl
-(nats per image, one-sample ELBO), test_nll_is (−log p(x) by importance sampling) and k.
+with z₁ and z₂ on the axes), nearest_training.png (samples above their nearest training digits, a check
+for memorisation: draws x ~ p(x|z) for the Bernoulli decoder, binary like the data; the decoder's means for
+the Gaussian one), loss_curves.png and metrics.json. The last line printed is the final metrics as JSON:
+test_neg_elbo, test_rec, test_kl (nats per image, one-sample ELBO), test_nll_is (−log p(x) by importance
+sampling), k, and the median distance from a sample, and from a test digit, to its nearest training digit
+(see :func:`scratchgen.metrics.memorisation_check`).
+
+``--binarize dynamic`` (Bernoulli decoder only) trains on a new draw x ~ Bernoulli(grey level) of every
+digit each epoch (Burda et al. 2016) and tests on one fixed draw (see
+:func:`scratchgen.data.bernoulli_pixels`); the default, ``threshold``, binarises at 127 once.
 """
 
 from __future__ import annotations
@@ -26,17 +35,18 @@ import time
 
 import numpy as np
 
-from scratchgen import distributed, experiment, no_grad, optim, plot, tensor
-from scratchgen.data import DataLoader, binarize, load_mnist, to_float
+from scratchgen import distributed, experiment, metrics, no_grad, optim, plot, tensor
+from scratchgen.data import BINARIZATIONS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist, to_float
 from scratchgen.models.vae import ConvVAE, DenseVAE, evaluate, importance_sampled_nll
 from scratchgen.train import check_finite
 
 
-def load_images(dataset: str, split: str, likelihood: str, limit: int | None):
-    """Images (N, 1, 28, 28) float32, binary for a Bernoulli decoder or in [0, 1] for a Gaussian one, and labels."""
-    images, labels = load_mnist(dataset, split)
-    images, labels = images[:limit], labels[:limit]
-    x = binarize(images) if likelihood == "bernoulli" else to_float(images)
+def load_images(args, split: str):
+    """Images (N, 1, 28, 28) float32, binary for a Bernoulli decoder (grey levels to draw from, when training
+    with dynamic binarisation) or in [0, 1] for a Gaussian one, and labels."""
+    images, labels = load_mnist(args.dataset, split)
+    images, labels = images[:args.limit], labels[:args.limit]
+    x = bernoulli_pixels(images, split, args.binarize) if args.likelihood == "bernoulli" else to_float(images)
     return x[:, None], labels
 
 
@@ -80,7 +90,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--hidden", type=experiment.positive_int, default=None,
                         help="hidden width (default 400 dense, 256 conv)")
     parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli",
-                        help="decoder: Bernoulli on pixels binarised at 127, or Gaussian on grey levels")
+                        help="decoder: Bernoulli on binarised pixels, or Gaussian on grey levels")
+    parser.add_argument("--binarize", choices=BINARIZATIONS, default="threshold",
+                        help="Bernoulli decoder: pixels > 127 once, or a fresh Bernoulli draw of each image every "
+                             "epoch (test images: one fixed draw)")
     parser.add_argument("--k", type=experiment.positive_int, default=500,
                         help="importance samples per image for the test NLL")
     parser.add_argument("--iwae-k", type=experiment.positive_int, default=1,
@@ -88,10 +101,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--limit", type=experiment.positive_int, default=None,
                         help="use only the first N training and test images")
     args = parser.parse_args(argv)
+    if args.likelihood == "gaussian" and args.binarize != "threshold":
+        parser.error("--binarize is for the Bernoulli decoder; the Gaussian one models the grey levels")
     run = experiment.Run(args, name="vae", may_change=("k",))  # --k only changes the final evaluation
 
-    x_train, _ = load_images(args.dataset, "train", args.likelihood, args.limit)
-    x_test, y_test = load_images(args.dataset, "test", args.likelihood, args.limit)
+    x_train, _ = load_images(args, "train")
+    x_test, y_test = load_images(args, "test")
     loader = DataLoader(x_train, batch_size=args.batch_size, shuffle=True, seed=args.seed,
                         shard=(run.rank, run.world_size))
     model = build_model(args)
@@ -109,6 +124,8 @@ def main(argv=None) -> dict:
             total, seen, began = 0.0, 0, time.perf_counter()
             bar = run.progress(loader, epoch)
             for step, (x,) in enumerate(bar, start=1):
+                if args.binarize == "dynamic":
+                    x = binarize_stochastic(x)  # a new binary digit from the grey levels, every epoch
                 opt.zero_grad()
                 if args.iwae_k == 1:
                     loss = model.loss(x).loss
@@ -138,8 +155,11 @@ def main(argv=None) -> dict:
     plot.loss_curves(run.history, run.path("loss_curves.png"), keys=["train_loss", "test_neg_elbo"],
                      title=f"negative ELBO, nats per image ({title})")
     draw_pictures(run, model, x_test, y_test, title)
+    samples = model.sample(500, mean=args.likelihood == "gaussian")  # in the data's form: binary for binary digits
+    plot.nearest_training(samples, x_train, run.path("nearest_training.png"))
     return run.finish(test_neg_elbo=test["neg_elbo"], test_rec=test["rec"], test_kl=test["kl"], test_nll_is=nll,
-                      k=args.k, train_seconds=round(run.state["train_seconds"], 2), eval_seconds=round(eval_seconds, 2))
+                      k=args.k, train_seconds=round(run.state["train_seconds"], 2), eval_seconds=round(eval_seconds, 2),
+                      **metrics.memorisation_check(samples, x_train, x_test))
 
 
 if __name__ == "__main__":

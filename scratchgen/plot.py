@@ -5,6 +5,7 @@ Each function draws one kind of picture, writes it atomically (see
 
 * :func:`image_grid`: a grid of images (samples, a batch of data);
 * :func:`reconstructions`: originals beside an autoencoder's reconstructions;
+* :func:`nearest_training`: samples above their nearest training images, a check for memorisation;
 * :func:`loss_curves`: metrics per epoch from a :class:`~scratchgen.train.History`; :func:`curve_panels`,
   several runs' curves on several measures, one panel per measure;
 * :func:`scatter_over_density`: 2-D samples over the true density, for the toy distributions;
@@ -38,12 +39,13 @@ from matplotlib.figure import Figure
 from scratchgen import backend
 from scratchgen.autograd import no_grad
 from scratchgen.checkpoint import atomic_write
+from scratchgen.metrics import nearest_training_images
 from scratchgen.train import History
 
 __all__ = [
     "image_grid", "reconstructions", "loss_curves", "scatter_over_density", "density_comparison",
     "latent_scatter", "manifold", "interpolation_strip", "samples_over_training", "scatter_over_training",
-    "histogram_log_density", "curve_panels",
+    "histogram_log_density", "curve_panels", "nearest_training",
 ]
 
 _PIXELS_PER_INCH = 40  # an MNIST digit becomes about 0.7 inch: readable without huge files
@@ -173,6 +175,40 @@ def reconstructions(originals, reconstructed, path, nrow: int | None = None, tit
         _show(ax, canvas)
         ax.set_title(name)
     return _save(fig, path, title)
+
+
+def nearest_training(samples, train, path, count: int = 16, nrow: int = 8, title: str | None = None) -> str:
+    """The first ``count`` samples (upper row of each pair of rows) above their nearest training images
+    (lower row), each neighbour labelled with its Euclidean distance in pixels (see
+    :func:`scratchgen.metrics.nearest_training_images`): a model that copies its training set shows
+    twins at distance 0 (Bozkurt et al. 2018 ask every sampler for this picture).
+
+    Args:
+        samples: (N, ...) images in [0, 1], in the same form as ``train`` (binary beside binary).
+        train: (M, ...) the training images, in [0, 1].
+        count: samples shown. nrow: pairs per row.
+    """
+    shown = samples[:count]
+    distances, indices = nearest_training_images(shown, train)
+    x = _as_images(shown, (0.0, 1.0), "nearest_training")
+    y = _as_images(backend.to_numpy(train)[indices], (0.0, 1.0), "nearest_training")
+    groups = math.ceil(len(x) / nrow)
+    pad, (height, width) = 2, x.shape[1:3]
+    fig = Figure(figsize=(max(2.5, nrow * (width + pad) / _PIXELS_PER_INCH),
+                          groups * 2.6 * (height + pad) / _PIXELS_PER_INCH), layout="constrained")
+    for g, ax in enumerate(fig.subplots(groups, 1, squeeze=False)[:, 0]):
+        part = slice(g * nrow, (g + 1) * nrow)
+        blank = numpy.full((nrow - len(x[part]),) + x.shape[1:], 0.5, numpy.float32)  # a short last group
+        canvas = _tile(numpy.concatenate([x[part], blank, y[part], blank]), nrow, pad)
+        _show(ax, canvas)
+        # The distances as tick labels under the neighbours, the rows' names on the left: both are laid out
+        # by Matplotlib, clear of the next group.
+        centres = pad + (width + pad) * numpy.arange(len(x[part])) + width / 2
+        ax.set_xticks(centres, [f"{d:.1f}" for d in distances[part]], fontsize="x-small")
+        ax.set_yticks([pad + height / 2, 2 * pad + 1.5 * height], ["sample", "nearest\ntraining"], fontsize="small")
+        ax.tick_params(length=0)
+    return _save(fig, path, title or f"{len(x)} samples above their nearest training images (Euclidean distance "
+                                      f"below; median {numpy.median(distances):.1f})")
 
 
 def interpolation_strip(rows, path, title: str | None = None, value_range=(0.0, 1.0)) -> str:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import scratchgen as sg
-from scratchgen.data import DownloadError, binarize, binarize_stochastic, load_mnist, to_float, write_idx
+from scratchgen.data import (
+    DataLoader, DownloadError, bernoulli_pixels, binarize, binarize_stochastic, load_mnist, to_float, write_idx,
+)
 from scratchgen.data import download, mnist
 
 EMBEDDED_SHA256 = "bbe2f0f7ba51aaf766c97e62b2316a027e91502a842c8abdbe45fde632c8f756"
@@ -140,6 +142,37 @@ def test_binarize_stochastic_is_reproducible():
     np.testing.assert_array_equal(sg.backend.to_numpy(binarize_stochastic(x)), first)
     with pytest.raises(TypeError, match="to_float"):
         binarize_stochastic(load_mnist(split="test")[0])
+
+
+def test_dynamic_binarisation_draws_new_digits_each_epoch_with_the_grey_levels_as_means():
+    images = load_mnist(split="train")[0][:20]
+    grey = bernoulli_pixels(images, "train", "dynamic")  # the demos' training data: intensities to draw from
+    np.testing.assert_array_equal(grey, to_float(images))
+    loader = DataLoader(grey, batch_size=10)  # the same grey levels, in the same order, every epoch
+    epochs = np.stack([np.concatenate([binarize_stochastic(x).numpy() for (x,) in loader]) for _ in range(400)])
+    assert set(np.unique(epochs)) == {0.0, 1.0}
+    assert not np.array_equal(epochs[0], epochs[1])
+    uncertain = (grey > 0) & (grey < 1)
+    z = (epochs.mean(axis=0) - grey)[uncertain] / np.sqrt(grey * (1 - grey) / 400)[uncertain]
+    assert np.abs(z).max() < 6 and abs(z.mean()) < 5 / np.sqrt(z.size)  # each pixel's mean is its grey level
+    assert np.all(epochs[:, grey == 0] == 0) and np.all(epochs[:, grey == 1] == 1)
+
+
+def test_bernoulli_pixels_binarise_the_test_split_once_by_one_fixed_draw():
+    images = load_mnist(split="test")[0]
+    np.testing.assert_array_equal(bernoulli_pixels(images, "test"), binarize(images))  # threshold: the default
+    np.testing.assert_array_equal(bernoulli_pixels(images, "train", "threshold"), binarize(images))
+    sg.manual_seed(5)
+    fixed = bernoulli_pixels(images, "test", "dynamic")
+    sg.manual_seed(6)  # the draw does not follow the run's seed: every run is tested on the same digits
+    np.testing.assert_array_equal(bernoulli_pixels(images, "test", "dynamic"), fixed)
+    np.testing.assert_array_equal(bernoulli_pixels(images[:7], "test", "dynamic"), fixed[:7])  # --limit keeps it
+    assert set(np.unique(fixed)) == {0.0, 1.0} and fixed.dtype == np.float32
+    p = to_float(images)
+    assert abs(fixed.mean() - p.mean()) < 5 * np.sqrt((p * (1 - p)).sum()) / p.size
+    assert not np.array_equal(fixed, binarize(images))
+    with pytest.raises(ValueError, match="'fixed'"):
+        bernoulli_pixels(images, "test", "fixed")
 
 
 def test_pixel_forms_take_and_give_tensors_on_the_active_backend(backend):

@@ -14,7 +14,8 @@ def demo():
 
 
 COMMON = ["--limit", "300", "--eval-samples", "200", "--cas-samples", "100", "--judge-epochs", "1", "--quiet"]
-SHARED_KEYS = {"conditional_accuracy", "cas", "real_cas", "train_seconds", "eval_seconds"}
+SHARED_KEYS = {"conditional_accuracy", "cas", "real_cas", "train_seconds", "eval_seconds",
+               "nearest_train_distance_median", "test_nearest_train_distance_median"}
 GAN_KEYS = SHARED_KEYS | {"class_shares", "inception_score", "frechet_distance", "min_class_share", "drawn_label_shares"}
 MODEL_KEYS = {
     "cgan": GAN_KEYS, "joint-gan": GAN_KEYS,
@@ -32,7 +33,7 @@ def test_each_model_writes_its_pictures_and_metrics_and_resumes(demo, model, tmp
     final, _ = run_then_resume(demo, argv, capsys)
     assert set(final) == MODEL_KEYS[model]
     assert 0 <= final["conditional_accuracy"] <= 1 and 0 <= final["cas"] <= 1
-    pictures = ["digits", "losses"] + (["interpolation"] if model in ("cgan", "cvae") else [])
+    pictures = ["digits", "losses", "nearest_training"] + (["interpolation"] if model in ("cgan", "cvae") else [])
     for name in pictures:
         assert os.path.getsize(os.path.join(out, f"{name}.png")) > 0, name
     if model == "cgan":  # asked for equally many of each digit

@@ -14,7 +14,8 @@ def demo():
     return load_demo("vae")
 
 
-FINAL_KEYS = {"test_neg_elbo", "test_rec", "test_kl", "test_nll_is", "k", "train_seconds", "eval_seconds"}
+FINAL_KEYS = {"test_neg_elbo", "test_rec", "test_kl", "test_nll_is", "k", "train_seconds", "eval_seconds",
+              "nearest_train_distance_median", "test_nearest_train_distance_median"}
 
 
 def test_dense_2d_demo_writes_the_manifold_and_resumes(demo, tmp_path, capsys):
@@ -31,7 +32,7 @@ def test_dense_2d_demo_writes_the_manifold_and_resumes(demo, tmp_path, capsys):
     assert [record["epoch"] for record in report["history"]] == [1, 2]
     assert abs(final["test_neg_elbo"] - (final["test_rec"] + final["test_kl"])) < 1e-3
     for name in ("samples", "sample_draws", "reconstructions", "interpolations", "latent_codes", "manifold",
-                 "loss_curves"):
+                 "loss_curves", "nearest_training"):
         assert os.path.getsize(os.path.join(out, f"{name}.png")) > 0, name
 
 
@@ -43,3 +44,16 @@ def test_conv_gaussian_iwae_demo_runs(demo, tmp_path, capsys):
     assert set(final) == FINAL_KEYS
     assert os.path.exists(os.path.join(out, "latent_codes.png"))
     assert not os.path.exists(os.path.join(out, "manifold.png"))  # a 20-d code has no 2-D manifold picture
+
+
+def test_dynamic_binarisation_trains_on_fresh_draws_and_resumes_exactly(demo, tmp_path, capsys):
+    argv = ["--binarize", "dynamic", "--limit", "100", "--hidden", "16", "--latent-dim", "2", "--k", "2", "--quiet"]
+    whole = demo.main(argv + ["--epochs", "2", "--out", str(tmp_path / "whole")])
+    demo.main(argv + ["--epochs", "1", "--out", str(tmp_path / "parts")])
+    resumed = demo.main(argv + ["--epochs", "2", "--out", str(tmp_path / "parts"), "--resume"])
+    assert whole["args"]["binarize"] == "dynamic"  # recorded in metrics.json
+    assert resumed["history"] == whole["history"]  # the draws come from the run's seeded, checkpointed stream
+    assert os.path.getsize(tmp_path / "whole" / "nearest_training.png") > 0
+    with pytest.raises(SystemExit):
+        demo.main(["--likelihood", "gaussian", "--binarize", "dynamic", "--out", str(tmp_path / "x")])
+    assert "--binarize is for the Bernoulli decoder" in capsys.readouterr().err

@@ -185,3 +185,40 @@ def test_purity_is_the_share_of_points_in_their_clusters_majority(rng):
     assert table.shape == (6, 10) and table.sum() == 300
     with pytest.raises(ValueError, match="3 cluster assignments but 2 labels"):
         metrics.cluster_purity([0, 1, 2], [0, 1])
+
+
+# ------------------------------------------------------------------------------------ memorisation
+
+
+def test_nearest_training_images_agree_with_brute_force_over_chunks(backend, rng):
+    train = rng.random((50, 3, 4), dtype=np.float32)
+    samples = rng.random((23, 12), dtype=np.float32)
+    brute = np.linalg.norm(samples[:, None, :].astype(np.float64) - train.reshape(1, 50, 12), axis=2)
+    # 100 numbers per chunk: 2 samples against the 50 training images at a time, 12 chunks.
+    distances, indices = metrics.nearest_training_images(sg.tensor(samples), sg.tensor(train), chunk_elements=100)
+    np.testing.assert_array_equal(indices, brute.argmin(axis=1))
+    np.testing.assert_allclose(distances, brute.min(axis=1), rtol=1e-12)
+    assert distances.dtype == np.float64 and indices.dtype == np.int64
+
+
+def test_planted_copies_are_at_distance_zero_and_test_images_are_not():
+    images, _ = load_mnist(split="train")
+    train = images[:1000].astype(np.float32) / 255
+    test = load_mnist(split="test")[0][:200].astype(np.float32) / 255
+    order = np.random.default_rng(0).permutation(1000)[:100]
+    distances, indices = metrics.nearest_training_images(train[order], train)
+    assert distances.max() == 0.0  # exactly: the distance is recomputed from the images, not the expansion
+    np.testing.assert_array_equal(train[indices], train[order])
+    copies = metrics.memorisation_check(train[order], train, test)
+    assert copies["nearest_train_distance_median"] == 0.0
+    assert copies["test_nearest_train_distance_median"] > 3  # about 6 pixels' worth on these digits
+
+
+def test_nearest_training_images_refuse_other_scales_and_sizes():
+    train = np.random.default_rng(0).random((10, 784), dtype=np.float32)
+    with pytest.raises(ValueError, match="to_float"):
+        metrics.nearest_training_images(load_mnist(split="test")[0][:5], train)  # uint8 0..255
+    with pytest.raises(ValueError, match=r"\(x \+ 1\) / 2"):
+        metrics.nearest_training_images(train * 2 - 1, train)  # a tanh generator's range
+    with pytest.raises(ValueError, match="784 pixels but training images of 100"):
+        metrics.nearest_training_images(train, train[:, :100])

@@ -571,7 +571,8 @@ def test_mnist_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert len(final["class_shares"]) == 10 and final["real_inception_score"] > final["inception_score"]
     assert final["judge_epochs"] == metrics.JUDGE_EPOCHS  # the judge is part of the result: its score depends on it
     assert report["final"]["iterations"] == 2
-    for name in ("samples.png", "samples_over_training.png", "losses.png", "scores.png"):
+    assert final["test_nearest_train_distance_median"] > 0 and final["nearest_train_distance_median"] > 0
+    for name in ("samples.png", "samples_over_training.png", "losses.png", "scores.png", "nearest_training.png"):
         assert (tmp_path / "run" / name).exists()
 
 

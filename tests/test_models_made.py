@@ -227,8 +227,10 @@ def test_demo_on_images_writes_pictures_metrics_and_baselines(tmp_path, capsys):
     report, printed = run_demo(["--epochs", "2", "--limit", "300", "--hidden", "32", "--samples", "4",
                                 "--fvsbn-epochs", "1", "--num-masks", "2", "--out", str(tmp_path), "--quiet"], capsys)
     assert printed == report["final"]
-    for name in ("samples.png", "completions.png", "learning_curve.png", "metrics.json", "checkpoint.npz"):
+    for name in ("samples.png", "completions.png", "nearest_training.png", "learning_curve.png", "metrics.json",
+                 "checkpoint.npz"):
         assert (tmp_path / name).stat().st_size > 0, name
+    assert printed["nearest_train_distance_median"] > 0 and printed["test_nearest_train_distance_median"] > 0
     saved = json.loads((tmp_path / "metrics.json").read_text())
     epoch = saved["history"][-1]
     assert math.isclose(epoch["bits_per_dim"], epoch["test_nll_nats"] / (784 * math.log(2)), rel_tol=1e-9)
@@ -250,3 +252,18 @@ def test_demo_resumes_exactly_with_the_mask_cycle(tmp_path, capsys):
     run_demo(common + ["--epochs", "1", "--out", str(tmp_path / "b")], capsys)
     resumed, _ = run_demo(common + ["--epochs", "2", "--out", str(tmp_path / "b"), "--resume"], capsys)
     assert resumed["history"] == straight["history"]
+
+
+def test_demo_with_dynamic_binarisation_resumes_exactly_and_is_refused_on_toys(tmp_path, capsys):
+    common = ["--binarize", "dynamic", "--limit", "200", "--hidden", "16", "--fvsbn-epochs", "1", "--samples", "4",
+              "--quiet"]
+    straight, _ = run_demo(common + ["--epochs", "2", "--out", str(tmp_path / "a")], capsys)
+    run_demo(common + ["--epochs", "1", "--out", str(tmp_path / "b")], capsys)
+    resumed, _ = run_demo(common + ["--epochs", "2", "--out", str(tmp_path / "b"), "--resume"], capsys)
+    assert resumed["history"] == straight["history"]  # the draws come from the run's seeded, checkpointed stream
+    assert straight["args"]["binarize"] == "dynamic"
+    threshold, _ = run_demo(common[2:] + ["--epochs", "2", "--out", str(tmp_path / "c")], capsys)
+    assert threshold["history"][0]["train_nll_nats"] != straight["history"][0]["train_nll_nats"]
+    with pytest.raises(SystemExit):
+        load_demo("made").parse_args(["--dataset", "ring8", "--binarize", "dynamic"])
+    assert "--binarize is for the image datasets" in capsys.readouterr().err

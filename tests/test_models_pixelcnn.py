@@ -128,13 +128,16 @@ def test_pixelcnn_learns_digits_better_than_independent_pixels():
     assert nll < baseline - 50, (nll, baseline)
 
 
-def test_demo_writes_samples_completions_and_metrics(tmp_path, capsys):
+@pytest.mark.parametrize("binarize", ["threshold", "dynamic"])
+def test_demo_writes_samples_completions_and_metrics(tmp_path, capsys, binarize):
     demo = load_demo("pixelcnn")
     report = demo.main(["--epochs", "1", "--limit", "64", "--channels", "4", "--layers", "1", "--samples", "2",
-                           "--completions", "1", "--out", str(tmp_path), "--quiet"])
+                        "--completions", "1", "--binarize", binarize, "--out", str(tmp_path), "--quiet"])
     printed = last_json_line(capsys)
-    assert printed == report["final"]
-    for name in ("samples.png", "completions.png", "learning_curve.png", "metrics.json", "checkpoint.npz"):
+    assert printed == report["final"] and report["args"]["binarize"] == binarize
+    assert printed["test_nearest_train_distance_median"] > 0
+    for name in ("samples.png", "completions.png", "nearest_training.png", "learning_curve.png", "metrics.json",
+                 "checkpoint.npz"):
         assert (tmp_path / name).stat().st_size > 0, name
     epoch = json.loads((tmp_path / "metrics.json").read_text())["history"][-1]
     assert math.isclose(epoch["bits_per_dim"], epoch["test_nll_nats"] / (784 * math.log(2)), rel_tol=1e-9)

@@ -173,7 +173,8 @@ def test_demo_writes_pictures_and_metrics_and_resumes(tmp_path, capsys):
     argv = ["--limit", "100", "--hidden", "5", "--gibbs-steps", "20", "--samples", "4", "--out", out, "--quiet"]
     final, _ = run_then_resume(demo, argv, capsys)
     assert final["test_nll_nats"] < final["independent_bernoulli_test_nll_nats"] + 20
-    for name in ("filters", "gibbs_chains", "samples", "learning_curve"):
+    assert final["test_nearest_train_distance_median"] > 0 and "nearest_train_distance_median" in final
+    for name in ("filters", "gibbs_chains", "samples", "learning_curve", "nearest_training"):
         assert os.path.getsize(os.path.join(out, f"{name}.png")) > 0, name
 
     cd_out = str(tmp_path / "cd")

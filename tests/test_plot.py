@@ -208,6 +208,24 @@ def test_callbacks_run_without_recording_a_graph(tmp_path):
     assert recorded == [False]
 
 
+def test_nearest_training_puts_each_sample_above_its_neighbour(tmp_path, monkeypatch):
+    train = _digits(40)
+    samples = sg.tensor(train[[3, 17, 5, 29, 0, 11, 8]] * 0.9)  # near copies, in a short last row of 3
+    shown, tile = [], plot._tile
+
+    def recording_tile(images, nrow, pad=2):  # keeps what each group's canvas was made of
+        shown.append(images)
+        return tile(images, nrow, pad)
+
+    monkeypatch.setattr(plot, "_tile", recording_tile)
+    path = plot.nearest_training(samples, train[:, None], tmp_path / "nn.png", count=7, nrow=4)
+    _assert_png(path)
+    upper, lower = shown[1][:4], shown[1][4:]  # the second group: 3 samples and a blank, then their neighbours
+    np.testing.assert_allclose(upper[:3], train[[0, 11, 8]] * 0.9, rtol=1e-6)
+    np.testing.assert_array_equal(lower[:3], train[[0, 11, 8]])
+    assert np.all(upper[3] == 0.5) and np.all(lower[3] == 0.5)
+
+
 def test_interpolation_strip(tmp_path):
     rows = [_digits(7, seed=i) for i in range(3)]
     pixels = _assert_png(plot.interpolation_strip(rows, tmp_path / "interp.png"))

@@ -16,8 +16,15 @@ IDX files by :mod:`scratchgen.data.idx`.
 Models read pixels in one of three forms: :func:`to_float` (intensities in [0, 1], for Gaussian or
 continuous Bernoulli decoders and GANs), :func:`binarize` (fixed threshold ``x > 127``, the
 "binarised MNIST" of the autoencoder and MADE issues) and :func:`binarize_stochastic` (each pixel
-drawn as a Bernoulli with its intensity as probability, re-drawn every epoch: the "dynamically
-binarised" MNIST of Salakhutdinov & Murray 2008 and of most VAE papers).
+drawn as a Bernoulli with its intensity as probability). :func:`bernoulli_pixels` picks between them
+for the demos' ``--binarize threshold | dynamic``.
+
+Which binarisation the papers use. Salakhutdinov & Murray (2008) drew each MNIST pixel once as a Bernoulli
+of its intensity and kept that draw; Larochelle & Murray (2011, NADE) published the draw, and it became
+"the binarised MNIST" of MADE (Germain et al. 2015) and PixelRNN/PixelCNN (van den Oord et al. 2016).
+Burda et al. (2016, IWAE) instead drew the training images afresh every time they were used ("dynamic"
+binarisation), as much VAE work since; a fresh draw acts as more training data (and against
+overfitting), so test NLLs under the two settings are not directly comparable.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from scratchgen.data.download import ChecksumError, fetch, sha256_of
 from scratchgen.data.idx import read_idx
 from scratchgen.tensor import Tensor
 
-__all__ = ["load_mnist", "to_float", "binarize", "binarize_stochastic", "DATASET_NAMES",
+__all__ = ["load_mnist", "to_float", "binarize", "binarize_stochastic", "bernoulli_pixels", "BINARIZATIONS",
+           "TEST_DRAW_SEED", "DATASET_NAMES",
            "FASHION_MNIST_CLASSES", "EMBEDDED_PATH", "EMBEDDED_SHA256"]
 
 DATASET_NAMES = ("embedded", "mnist", "fashion_mnist")
@@ -172,6 +180,40 @@ def binarize_stochastic(images, rng=None):
         generator, data = numpy.random.default_rng(rng), backend.to_numpy(data)
     uniform = generator.random(data.shape, dtype=numpy.float32)
     return _like(images, (uniform < data).astype(numpy.float32))
+
+
+BINARIZATIONS = ("threshold", "dynamic")
+TEST_DRAW_SEED = 0
+"""The seed of the one fixed draw of the test images under dynamic binarisation, the same in every run
+(whatever its ``--seed``), so that all runs are tested on the same binary images."""
+
+
+def bernoulli_pixels(images, split: str, binarization: str = "threshold"):
+    """The pixels a model of binary images trains or is tested on, for ``--binarize threshold | dynamic``.
+
+    * "threshold": :func:`binarize` at 127, for either split (this library's "binarised MNIST");
+    * "dynamic", training split: the intensities (:func:`to_float`), from which the training loop draws
+      each batch afresh with :func:`binarize_stochastic` (from scratchgen's seeded generator, so a
+      resumed run repeats its draws), a new binary image every epoch (Burda et al. 2016);
+    * "dynamic", test split: one draw x ~ Bernoulli(intensity) with seed :data:`TEST_DRAW_SEED`, kept
+      fixed like Salakhutdinov & Murray's (2008) binarised test set, so test NLLs are comparable between
+      epochs and runs.
+
+    Args:
+        images: uint8 (N, ...) in 0..255, as :func:`load_mnist` gives them.
+        split: "train" or "test".
+        binarization: "threshold" or "dynamic".
+
+    Returns:
+        float32 host array of images' shape: zeros and ones, or intensities in [0, 1] for dynamic training.
+    """
+    if binarization not in BINARIZATIONS or split not in _SPLIT_FILES:
+        raise ValueError(f"bernoulli_pixels: binarization {binarization!r} of split {split!r}; expected one of "
+                         f"{BINARIZATIONS} and 'train' or 'test'")
+    if binarization == "threshold":
+        return binarize(images)
+    intensities = to_float(images)
+    return intensities if split == "train" else binarize_stochastic(intensities, rng=TEST_DRAW_SEED)
 
 
 def _raw(images):
