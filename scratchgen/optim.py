@@ -13,18 +13,19 @@ before the next backward. The update rules and hyperparameter names are PyTorch'
 
 Updates run outside autograd, on raw arrays, in place, so that no graph is recorded and no parameter
 array is reallocated. Gradients are never written to: the engine may share one gradient array between
-several tensors.
+several tensors. :class:`EMA`, at the end, keeps a moving average of the weights beside an optimiser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
 from scratchgen import backend
 from scratchgen.nn.module import array_to_load
 
-__all__ = ["Optimizer", "SGD", "Adam", "linear_decay"]
+__all__ = ["Optimizer", "SGD", "Adam", "linear_decay", "EMA"]
 
 
 class Optimizer:
@@ -256,3 +257,118 @@ def linear_decay(lr: float, step: int, total: int, decay_from: float) -> float:
     if step < start:
         return lr
     return lr * (total - step) / max(total - start, 1)
+
+
+class EMA:
+    """An exponential moving average of a module's weights, to evaluate or sample with: the averaged
+    weights of a noisy training run are usually better than its last ones (Polyak & Juditsky 1992; the
+    weights diffusion models are sampled with, Ho et al. 2020, decay 0.9999).
+
+    After the n-th call of :meth:`update`, for every parameter θ with values θ_1, ..., θ_n after each step:
+
+        θ̄_n = Σ_k w_k θ_k,   w_k = (1 − d) d^(n−k) / (1 − d^n)     (``bias_correction=True``, the default)
+
+    the average with weights falling by d per step back in time, normalised to sum to 1, as Adam corrects
+    its moments (Kingma & Ba 2015): nothing of the random initial weights is in it. It is kept as one
+    running array per parameter, θ̄ ← d_n θ̄ + (1 − d_n) θ with d_n = d (1 − d^(n−1)) / (1 − d^n), which
+    rises from 0 at the first update towards d. Without the correction the rule is θ̄ ← d θ̄ + (1 − d) θ
+    from θ̄_0 = the weights at construction (the usual form; at d = 0.999 the initial weights still hold
+    d^500 = 61% of the average after 500 steps, the budget of a 10-minute CPU run). Either way, before
+    the first update the average is the weights at construction.
+
+    Only parameters are averaged; buffers (batch norm's running statistics) are left to the module::
+
+        ema = EMA(model, decay=0.999)
+        for x in loader:
+            ...; opt.step(); ema.update()
+        with ema.average_parameters():      # the averaged weights, put back afterwards
+            samples = diffusion.sample(64, ...)
+
+    Args:
+        module: the module whose parameters to average.
+        decay: d, in [0, 1).
+        bias_correction: normalise the weights w_k (above), or start from the module's weights.
+
+    Raises:
+        ValueError: a decay outside [0, 1), or a module without parameters.
+    """
+
+    def __init__(self, module, decay: float = 0.999, bias_correction: bool = True):
+        self.decay = _checked_number("EMA", "decay", decay, "in [0, 1)", lambda d: 0 <= d < 1)
+        if not isinstance(bias_correction, bool):
+            raise ValueError(f"EMA: bias_correction must be True or False, got {bias_correction!r}")
+        self.bias_correction = bias_correction
+        self.module = module
+        self.params = dict(module.named_parameters())
+        if not self.params:
+            raise ValueError(f"EMA: {type(module).__name__} has no parameters to average")
+        self.num_updates = 0
+        self.shadow = {name: p.data.copy() for name, p in self.params.items()}  # θ̄, one array per parameter
+
+    def current_decay(self) -> float:
+        """The d_n the next update will use: d, or d (1 − d^(n−1)) / (1 − d^n) with the bias correction."""
+        if not self.bias_correction:
+            return self.decay
+        n = self.num_updates + 1
+        return self.decay * (1 - self.decay ** (n - 1)) / (1 - self.decay ** n)
+
+    def update(self) -> None:
+        """θ̄ ← d_n θ̄ + (1 − d_n) θ for every parameter, in place; call it after each optimiser step."""
+        decay = self.current_decay()
+        for name, p in self.params.items():
+            average = self.shadow[name]
+            average *= decay
+            average += (1 - decay) * p.data
+        self.num_updates += 1
+
+    def copy_to(self, module=None) -> None:
+        """Overwrite the parameters of ``module`` (the averaged module by default, or another of the same
+        architecture) with the averages."""
+        module = self.module if module is None else module
+        names = sorted(name for name, _ in module.named_parameters())
+        if names != sorted(self.shadow):
+            raise ValueError(f"EMA.copy_to: the module's parameters {names} are not the averaged ones "
+                             f"{sorted(self.shadow)}")
+        module.load_state_dict(self.shadow, strict=False)  # not strict: buffers are not averaged; shapes checked
+
+    @contextlib.contextmanager
+    def average_parameters(self):
+        """Within the block the module holds the averaged weights; afterwards its own come back, also when
+        the block raises."""
+        own = {name: p.data for name, p in self.params.items()}
+        self.copy_to()
+        try:
+            yield self.module
+        finally:
+            for name, p in self.params.items():
+                p.data = own[name]
+
+    def state_dict(self) -> dict:
+        """{"decay": d, "bias_correction": bool, "num_updates": n, "shadow": {name: array}}, live arrays
+        (copy them to keep a snapshot, as for :meth:`Optimizer.state_dict`)."""
+        return {"decay": self.decay, "bias_correction": self.bias_correction, "num_updates": self.num_updates,
+                "shadow": dict(self.shadow)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load :meth:`state_dict`'s output, all or nothing; the saved decay and correction replace these.
+
+        Raises:
+            ValueError: entries missing or unknown, a decay or count out of range, or averages for other
+                parameters or of other shapes than the module's. TypeError: an average of another dtype kind.
+        """
+        where = "EMA.load_state_dict"
+        expected = {"decay", "bias_correction", "num_updates", "shadow"}
+        if set(state_dict) != expected:
+            raise ValueError(f"{where}: expected the entries {sorted(expected)}, got {sorted(state_dict)}")
+        decay = _checked_number(where, "decay", state_dict["decay"], "in [0, 1)", lambda d: 0 <= d < 1)
+        count, correction = state_dict["num_updates"], state_dict["bias_correction"]
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
+            raise ValueError(f"{where}: num_updates must be a count (an integer >= 0), got {count!r}")
+        if not isinstance(correction, bool):
+            raise ValueError(f"{where}: bias_correction must be True or False, got {correction!r}")
+        saved = state_dict["shadow"]
+        if set(saved) != set(self.params):
+            raise ValueError(f"{where}: averages for {sorted(set(saved) - set(self.params))} that the module "
+                             f"lacks, none for {sorted(set(self.params) - set(saved))}")
+        shadow = {name: array_to_load(saved[name], p, f"{where}: {name}") for name, p in self.params.items()}
+        self.decay, self.bias_correction, self.num_updates, self.shadow = decay, correction, int(count), shadow

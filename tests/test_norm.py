@@ -1,7 +1,9 @@
-"""Tests of batch normalisation: scratchgen.ops.norm and the BatchNorm1d / BatchNorm2d layers.
+"""Tests of normalisation: scratchgen.ops.norm and the BatchNorm1d / BatchNorm2d layers, and GroupNorm.
 
 The forward pass against the formula in NumPy, the gradients by gradcheck (training and evaluation mode),
-the running statistics against PyTorch's update rule written out in NumPy, and the state's names.
+the running statistics against PyTorch's update rule written out in NumPy, and the state's names. Group
+norm against a loop over samples and groups, gradchecked from one group (layer norm) to one per channel
+(instance norm).
 """
 
 import numpy as np
@@ -160,3 +162,84 @@ def test_errors_name_the_layer_and_the_shapes():
         nn.BatchNorm1d(3)(sg.zeros(1, 3))
     with pytest.raises(ValueError, match="both weight and bias"):
         F.batch_norm(sg.zeros(2, 3), None, None, weight=sg.ones(3), training=True)
+
+
+# ------------------------------------------------------------------------------------------- group norm
+
+
+def reference_group_norm(x, groups, gamma, beta, eps=1e-5):
+    """The definition, one sample and one group at a time: normalise the group's C/G channels and every
+    position together (biased variance), then γ and β per channel."""
+    out = np.empty_like(x)
+    size = x.shape[1] // groups
+    for n in range(x.shape[0]):
+        for g in range(groups):
+            block = x[n, g * size:(g + 1) * size]
+            out[n, g * size:(g + 1) * size] = (block - block.mean()) / np.sqrt(block.var() + eps)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return out * gamma.reshape(shape) + beta.reshape(shape)
+
+
+@pytest.mark.parametrize("groups, shape", [(1, (2, 4, 3, 3)), (2, (3, 4, 5, 2)), (4, (2, 4, 3, 3)), (3, (2, 6, 7)),
+                                           (2, (5, 4))])
+def test_group_norm_forward_matches_a_loop_over_samples_and_groups(groups, shape, rng):
+    layer = nn.GroupNorm(groups, shape[1])
+    layer.weight.data = rng.standard_normal(shape[1]).astype(np.float32)
+    layer.bias.data = rng.standard_normal(shape[1]).astype(np.float32)
+    x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32)
+    out = layer(sg.tensor(x))
+    expected = reference_group_norm(x.astype(np.float64), groups, layer.weight.numpy(), layer.bias.numpy())
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert out.dtype == np.float32
+    # Each sample on its own: the first sample alone gives the same numbers, in either mode.
+    layer.eval()
+    np.testing.assert_allclose(layer(sg.tensor(x[:1])).numpy(), out.numpy()[:1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])  # layer norm, groups of two channels, instance norm
+def test_group_norm_gradients_first_and_second(groups, rng):
+    layer = nn.GroupNorm(groups, 4)
+    layer.weight.data = rng.standard_normal(4) + 1
+    layer.bias.data = rng.standard_normal(4)
+    x = t64(rng.standard_normal((2, 4, 3, 2)) * 2 + 1)
+    assert sg.gradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
+    assert sg.gradgradcheck(lambda x, w, b: layer(x), [x, layer.weight, layer.bias])
+    assert sg.gradcheck(lambda x: F.group_norm(x, groups), [x])
+    assert sg.gradgradcheck(lambda x: F.group_norm(x, groups), [x])
+
+
+def test_group_norm_state_and_without_affine(rng):
+    layer = nn.GroupNorm(2, 6)
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"] and sorted(layer.state_dict()) == ["bias", "weight"]
+    np.testing.assert_array_equal(layer.weight.numpy(), np.ones(6))
+    np.testing.assert_array_equal(layer.bias.numpy(), np.zeros(6))
+    plain = nn.GroupNorm(3, 6, affine=False)
+    assert plain.parameters() == [] and plain.state_dict() == {}
+    x = rng.standard_normal((2, 6, 4))  # float64 is fine for a layer without parameters
+    np.testing.assert_allclose(plain(sg.tensor(x)).numpy(), reference_group_norm(x, 3, np.ones(6), np.zeros(6)), rtol=1e-10)
+
+
+def test_group_norm_errors_name_the_layer_and_the_numbers():
+    with pytest.raises(ValueError, match=r"GroupNorm: num_channels must be divisible by num_groups, got 6 channels and 4 groups"):
+        nn.GroupNorm(4, 6)
+    with pytest.raises(ValueError, match=r"GroupNorm\(2, 4.*input of shape \(2, 6, 3, 3\) has 6 channels in axis 1, expected 4"):
+        nn.GroupNorm(2, 4)(sg.zeros(2, 6, 3, 3))
+    with pytest.raises(ValueError, match=r"GroupNorm\(2, 4.*at least 2 dimensions, got shape \(4,\)"):
+        nn.GroupNorm(2, 4)(sg.zeros(4))
+    with pytest.raises(ValueError, match=r"GroupNorm: num_groups must be a positive int, got 0"):
+        nn.GroupNorm(0, 4)
+    with pytest.raises(ValueError, match=r"group_norm: the input's 6 channels .* do not divide into 4 groups"):
+        F.group_norm(sg.zeros(2, 6, 3), 4)
+    with pytest.raises(ValueError, match="both weight and bias"):
+        F.group_norm(sg.zeros(2, 4), 2, weight=sg.ones(4))
+    with pytest.raises(ValueError, match=r"group_norm: bias has shape \(3,\) but the input \(2, 4\) has 4 channels"):
+        F.group_norm(sg.zeros(2, 4), 2, sg.ones(4), sg.zeros(3))
+
+
+def test_group_norm_matches_pytorch(rng):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed; the loop reference above still holds")
+    x = rng.standard_normal((3, 6, 4, 5))
+    gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
+    expected = torch.nn.functional.group_norm(torch.from_numpy(x), 3, torch.from_numpy(gamma), torch.from_numpy(beta))
+    got = F.group_norm(sg.tensor(x), 3, sg.tensor(gamma), sg.tensor(beta))
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)

@@ -111,3 +111,106 @@ def test_linear_decay_holds_then_falls_linearly_to_zero():
     assert schedule[:50] == [1e-3] * 50  # held for the first half
     np.testing.assert_allclose(schedule[50:], 1e-3 * (100 - np.arange(50, 101)) / 50)  # then down to 0 at the end
     assert [linear_decay(0.1, step, 10, decay_from=1.0) for step in range(10)] == [0.1] * 10  # 1: never
+
+
+# ------------------------------------------------------------------------ exponential moving average
+
+
+def _set_weights(model, values):
+    """Every parameter of ``model`` filled with one number: the weights "after a step", known exactly."""
+    for p in model.parameters():
+        p.data = np.full(p.shape, values, dtype=p.dtype)
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_ema_after_n_updates_is_the_closed_form(bias_correction):
+    """θ̄_n = Σ_k (1−d) d^(n−k) θ_k / (1 − d^n) with the correction; d^n θ_0 + Σ_k (1−d) d^(n−k) θ_k without."""
+    model, decay = sg.nn.Linear(3, 2), 0.9
+    _set_weights(model, 5.0)  # θ_0, the weights when the average starts
+    ema = sg.optim.EMA(model, decay=decay, bias_correction=bias_correction)
+    steps = np.array([1.0, -2.0, 0.5, 3.0, 4.0, -1.0, 2.0])  # θ_1 .. θ_n
+    for value in steps:
+        _set_weights(model, value)
+        ema.update()
+    n = len(steps)
+    weights = (1 - decay) * decay ** (n - np.arange(1, n + 1))
+    expected = (weights @ steps / (1 - decay ** n) if bias_correction else decay ** n * 5.0 + weights @ steps)
+    for name, average in ema.shadow.items():
+        np.testing.assert_allclose(average, np.full(average.shape, expected), rtol=1e-5, err_msg=name)
+    assert ema.num_updates == n
+    if bias_correction:  # the first update takes the weights as they are; nothing of θ_0 remains
+        fresh = sg.optim.EMA(model, decay=decay)
+        _set_weights(model, 7.0)
+        fresh.update()
+        np.testing.assert_array_equal(fresh.shadow["weight"], np.full((2, 3), 7.0, dtype=np.float32))
+
+
+def test_ema_evaluates_with_the_average_and_puts_the_weights_back():
+    model = sg.nn.Linear(3, 2)
+    ema = sg.optim.EMA(model, decay=0.5)
+    for value in (1.0, 3.0):
+        _set_weights(model, value)
+        ema.update()
+    average = (0.5 * 1.0 + 1.0 * 3.0) / 1.5  # weights 0.5, 1 for θ_1, θ_2, normalised
+    x = sg.ones(1, 3)
+    with ema.average_parameters():
+        np.testing.assert_allclose(model(x).numpy(), np.full((1, 2), 4 * average), rtol=1e-6)
+    np.testing.assert_array_equal(model.weight.numpy(), np.full((2, 3), 3.0))  # its own weights again
+    with pytest.raises(RuntimeError, match="inside"):
+        with ema.average_parameters():
+            raise RuntimeError("an error inside the block")
+    np.testing.assert_array_equal(model.weight.numpy(), np.full((2, 3), 3.0))
+    other = sg.nn.Linear(3, 2)
+    ema.copy_to(other)
+    np.testing.assert_allclose(other.bias.numpy(), np.full(2, average), rtol=1e-6)
+    ema.shadow["bias"][0] = -1.0  # the copy is the module's own, not the average's array
+    assert other.bias.numpy()[0] != -1.0
+    with pytest.raises(ValueError, match="not the averaged ones"):
+        ema.copy_to(sg.nn.Linear(3, 2, bias=False))
+
+
+def test_ema_checkpoint_round_trip_resumes_identically():
+    def trained(ema_state=None, steps=3):
+        sg.manual_seed(0)
+        model = sg.nn.Linear(3, 2)
+        ema = sg.optim.EMA(model, decay=0.8)
+        if ema_state is not None:
+            ema.load_state_dict(ema_state)
+        for i in range(steps):
+            _set_weights(model, float(i))
+            ema.update()
+        return ema
+
+    ema = trained(steps=2)
+    saved = copy.deepcopy(ema.state_dict())
+    assert saved["num_updates"] == 2 and sorted(saved["shadow"]) == ["bias", "weight"]
+    resumed = trained(saved, steps=0)
+    for name in ema.shadow:
+        np.testing.assert_array_equal(resumed.shadow[name], ema.shadow[name])
+    # One more update on both: the same numbers, because the count (and so d_n) came back too.
+    for e in (ema, resumed):
+        _set_weights(e.module, 9.0)
+        e.update()
+    for name in ema.shadow:
+        np.testing.assert_array_equal(resumed.shadow[name], ema.shadow[name])
+
+
+def test_ema_refuses_bad_settings_and_mismatched_states():
+    model = sg.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"EMA: decay must be in \[0, 1\), got 1"):
+        sg.optim.EMA(model, decay=1)
+    with pytest.raises(ValueError, match="has no parameters"):
+        sg.optim.EMA(sg.nn.ReLU())
+    ema = sg.optim.EMA(model)
+    before = {name: array.copy() for name, array in ema.shadow.items()}
+    state = copy.deepcopy(ema.state_dict())
+    state["shadow"]["weight"] = np.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"weight has shape \(3, 2\) in the state dict but \(2, 3\)"):
+        ema.load_state_dict(state)
+    del state["shadow"]["bias"]
+    with pytest.raises(ValueError, match=r"none for \['bias'\]"):
+        ema.load_state_dict(state)
+    with pytest.raises(ValueError, match="num_updates must be a count"):
+        ema.load_state_dict({**ema.state_dict(), "num_updates": -1})
+    for name in before:  # nothing was half loaded
+        np.testing.assert_array_equal(ema.shadow[name], before[name])

@@ -18,3 +18,4 @@ from scratchgen.models.gsn import chain_step, random_binary_images, run_chain, w
 from scratchgen.models.gan import (  # noqa: F401
     DCGANDiscriminator, DCGANGenerator, GANTrainer, JointGenerator, MLPDiscriminator, MLPGenerator,
 )
+from scratchgen.models.unet import ResidualBlock, UNet  # noqa: F401

@@ -7,7 +7,7 @@ ints, at least 1, got 0``); the checks are written once, in :mod:`scratchgen.nn.
 **The dtype rule.** Layers compute in float32 (the library's default) or float64 (for gradcheck), and
 in the dtype of their parameters:
 
-* a layer with parameters or float buffers (Linear, the convolutions, batch norm, the masked layers)
+* a layer with parameters or float buffers (Linear, the convolutions, the norms, the masked layers)
   takes an input of exactly its parameters' dtype, float32 unless you converted them;
 * a layer without them (activations, pooling, upsampling, dropout, the shape helpers) takes float32 or
   float64, and returns the same dtype;
@@ -26,5 +26,5 @@ from scratchgen.nn.layers import (  # noqa: F401
 )
 from scratchgen.nn.module import Module, ModuleList, Parameter, Sequential  # noqa: F401
 from scratchgen.nn.conv import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d, Upsample  # noqa: F401
-from scratchgen.nn.norm import BatchNorm1d, BatchNorm2d  # noqa: F401
+from scratchgen.nn.norm import BatchNorm1d, BatchNorm2d, GroupNorm  # noqa: F401
 from scratchgen.nn.masked import MaskedConv2d, MaskedLinear  # noqa: F401

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy
 
 from scratchgen import backend, ops
-from scratchgen.nn._checks import check_dtype, int_pair, real_number
+from scratchgen.nn._checks import check_dtype, int_pair, positive_int, real_number
 from scratchgen.ops import conv, pool
 from scratchgen.tensor import Tensor
 
@@ -24,6 +24,7 @@ __all__ = [
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "silu", "log_softmax", "softmax", "dropout",
     "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss", "gaussian_kl", "one_hot", "label_vectors", "with_labels",
     "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "interpolate", "batch_norm",
+    "group_norm",
 ]
 
 
@@ -355,3 +356,50 @@ def batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None = Non
     inputs = (x,) if weight is None else (x, weight, bias)
     return ops.BatchNorm.apply(*inputs, running_mean=running[0], running_var=running[1], training=training,
                                momentum=momentum, eps=eps)
+
+
+def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Group normalisation (Wu & He 2018): each sample's channels in ``num_groups`` groups of C/G, each
+    group normalised over its channels and every position, then a per-channel γ and β:
+
+        μ = mean of the group,   σ² = mean of (x - μ)²   (biased),   y = γ·(x - μ)/√(σ² + ε) + β.
+
+    Unlike batch norm, nothing is shared between the samples of a batch, so training and evaluation
+    compute the same thing and there are no running statistics. G = 1 is layer norm over (C, H, W);
+    G = C is instance norm. Composed of Tensor ops (reshape, mean, sqrt), so its gradient, and the
+    gradient's gradient, come from theirs.
+
+    Args:
+        x: (N, C, ...), e.g. (N, C, H, W).
+        num_groups: G, which must divide C.
+        weight, bias: γ and β, (C,) each, or both None.
+        eps: ε added to the variance.
+
+    Returns:
+        x's shape and dtype.
+
+    Raises:
+        ValueError: x of fewer than 2 dimensions, C not divisible by G, or γ, β not of shape (C,).
+    """
+    num_groups = positive_int("group_norm", "num_groups", num_groups)
+    eps = real_number("group_norm", "eps", eps, 0, low_open=True)
+    if (weight is None) != (bias is None):
+        raise ValueError("group_norm: give both weight and bias, or neither")
+    if x.ndim < 2:
+        raise ValueError(f"group_norm: expected an input (N, C, ...) of at least 2 dimensions, got shape {x.shape}")
+    channels = x.shape[1]
+    if channels % num_groups:
+        raise ValueError(f"group_norm: the input's {channels} channels (shape {x.shape}) do not divide into "
+                         f"{num_groups} groups")
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None and value.shape != (channels,):
+            raise ValueError(f"group_norm: {name} has shape {value.shape} but the input {x.shape} has {channels} channels")
+    groups = x.reshape(x.shape[0], num_groups, -1)  # (N, G, C/G·H·W): one row per group of each sample
+    centred = groups - groups.mean(axis=2, keepdims=True)
+    variance = (centred * centred).mean(axis=2, keepdims=True)
+    x_hat = (centred / (variance + eps).sqrt()).reshape(x.shape)
+    if weight is None:
+        return x_hat
+    per_channel = (1, channels) + (1,) * (x.ndim - 2)
+    return x_hat * weight.reshape(per_channel) + bias.reshape(per_channel)

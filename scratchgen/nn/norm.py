@@ -1,13 +1,19 @@
-"""Batch normalisation layers (Ioffe & Szegedy 2015): BatchNorm1d and BatchNorm2d.
+"""Normalisation layers: BatchNorm1d and BatchNorm2d (Ioffe & Szegedy 2015), GroupNorm (Wu & He 2018).
 
-Each channel is normalised to zero mean and unit variance over the batch, then scaled and shifted by
-learned γ (``weight``) and β (``bias``); the math and its gradient are in :mod:`scratchgen.ops.norm`.
+Batch norm normalises each channel to zero mean and unit variance over the batch, then scales and
+shifts it by learned γ (``weight``) and β (``bias``); the math and its gradient are in
+:mod:`scratchgen.ops.norm`.
 
-In training mode a layer normalises with the statistics of the batch in front of it and keeps running
-averages of them; in evaluation mode (``model.eval()``) it uses those running averages instead, so that a
-single example's output does not depend on the rest of its batch. State and names are PyTorch's:
-``weight`` (ones), ``bias`` (zeros), and the buffers ``running_mean`` (zeros), ``running_var`` (ones)
-and ``num_batches_tracked``, so a state dict loads into either library.
+In training mode a batch-norm layer normalises with the statistics of the batch in front of it and
+keeps running averages of them; in evaluation mode (``model.eval()``) it uses those running averages
+instead, so that a single example's output does not depend on the rest of its batch. State and names are
+PyTorch's: ``weight`` (ones), ``bias`` (zeros), and the buffers ``running_mean`` (zeros), ``running_var``
+(ones) and ``num_batches_tracked``, so a state dict loads into either library.
+
+GroupNorm normalises each sample on its own, over groups of channels, so it has no running statistics
+and behaves the same in both modes: the normalisation of diffusion models' U-Nets, whose batches are
+small and whose every sample sits at its own noise level. It is composed of Tensor ops in
+:func:`scratchgen.nn.functional.group_norm`; its state is ``weight`` (ones) and ``bias`` (zeros).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from scratchgen.nn import functional as F
 from scratchgen.nn._checks import check_input, flag, positive_int, real_number
 from scratchgen.nn.module import Module, Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm"]
 
 
 class _BatchNorm(Module):
@@ -82,3 +88,36 @@ class BatchNorm2d(_BatchNorm):
 
     input_dims = (4,)
     input_layout = "(N, C, H, W)"
+
+
+class GroupNorm(Module):
+    """Group norm of (N, C, ...): each sample's C channels in ``num_groups`` groups, each group normalised
+    over its C/G channels and every position, then scaled and shifted per channel; see :func:`F.group_norm`.
+
+    Args:
+        num_groups: G, which must divide ``num_channels``; 1 is layer norm over (C, H, W), C instance norm.
+        num_channels: C.
+        eps: ε added to the variance.
+        affine: learn a per-channel ``weight`` γ (ones) and ``bias`` β (zeros).
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.num_groups = positive_int(self, "num_groups", num_groups)
+        self.num_channels = positive_int(self, "num_channels", num_channels)
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"GroupNorm: num_channels must be divisible by num_groups, got {num_channels} "
+                             f"channels and {num_groups} groups")
+        self.eps = real_number(self, "eps", eps, 0, low_open=True)
+        self.affine = flag(self, "affine", affine)
+        xp, dtype = backend.xp, backend.DEFAULT_DTYPE
+        self.weight = Parameter(xp.ones((num_channels,), dtype=dtype)) if affine else None
+        self.bias = Parameter(xp.zeros((num_channels,), dtype=dtype)) if affine else None
+
+    def forward(self, x):
+        check_input(self, x, f"(N, C, ...) with C = {self.num_channels}", min_rank=2, axis=1,
+                    size=self.num_channels, what="channels")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
