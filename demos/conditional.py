@@ -17,7 +17,9 @@ training digits (:func:`scratchgen.metrics.mnist_classifier`):
 * ``cas``, the Classification Accuracy Score (Ravuri and Vinyals 2019): the judge's architecture and
   training, on 4,000 generated pairs (400 per digit) alone, tested on the 1,000 real test digits; beside
   it ``real_cas``, the same classifier trained on the 4,000 real digits (the judge itself);
-* for the GANs, the unconditional figures of the GAN demo (class shares, Inception Score, Fréchet distance);
+* for the GANs, the unconditional figures of the GAN demo (class shares, Inception Score, Fréchet distance),
+  each beside the real test digits' (``real_inception_score``; ``real_frechet_distance``, to the training
+  digits);
 * for the VAE and MADE, ``test_nll_given_label`` = −log p(x | y) and ``test_nll_marginal`` =
   −log Σ_y p(y) p(x | y) on the test digits, in nats; for MADE also ``bayes_accuracy``, the test accuracy
   of the classifier p(y | x) ∝ p(y) p(x | y), beside the judge's.
@@ -245,6 +247,8 @@ def main(argv=None) -> dict:
     if args.model in GANS:
         scores = metrics.classifier_scores(judge, samples, test_images)
         final.update(scores, min_class_share=min(scores["class_shares"]))
+        real = metrics.classifier_scores(judge, test_images, train_images)  # the ceiling, as the GAN demo's
+        final.update(real_inception_score=real["inception_score"], real_frechet_distance=real["frechet_distance"])
         final["drawn_label_shares"] = (np.bincount(asked, minlength=CLASSES) / len(asked)).tolist()
     else:
         final.update(likelihoods(args, model, x_test, y_test, judge_accuracy))

@@ -16,7 +16,8 @@ def demo():
 COMMON = ["--limit", "300", "--eval-samples", "200", "--cas-samples", "100", "--judge-epochs", "1", "--quiet"]
 SHARED_KEYS = {"conditional_accuracy", "cas", "real_cas", "train_seconds", "eval_seconds",
                "nearest_train_distance_median", "test_nearest_train_distance_median"}
-GAN_KEYS = SHARED_KEYS | {"class_shares", "inception_score", "frechet_distance", "min_class_share", "drawn_label_shares"}
+GAN_KEYS = SHARED_KEYS | {"class_shares", "inception_score", "frechet_distance", "min_class_share", "drawn_label_shares",
+                          "real_inception_score", "real_frechet_distance"}
 MODEL_KEYS = {
     "cgan": GAN_KEYS, "joint-gan": GAN_KEYS,
     "cvae": SHARED_KEYS | {"test_nll_given_label", "test_nll_marginal", "k"},
