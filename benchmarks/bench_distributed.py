@@ -10,8 +10,8 @@ Two measurements, both on the embedded MNIST subset, float32:
 2. Under ``mpiexec -n N``, for the dense VAE (784-400-20), the conv VAE and the DCGAN pair: the time of a
    training step per rank, the share of it spent in the Allreduce (``DistributedOptimizer``'s own
    clock, which includes waiting for the slowest rank), the parameter count, and the compute time per
-   example (the step less its Allreduce, over the rank's batch). The README's projection for N machines
-   uses these.
+   example (the step less its Allreduce, over the rank's batch). The projection for N machines in
+   docs/distributed.md uses these.
 
     python benchmarks/bench_distributed.py --ranks 2 --epochs 3
 """

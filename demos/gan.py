@@ -13,7 +13,7 @@
 A GAN counts *iterations* (k discriminator steps, then one generator step), not passes over a dataset:
 here an "epoch" is ``--iterations-per-epoch`` iterations, after which the demo logs, snapshots its
 samples and writes a checkpoint, so iterations in all = ``--epochs`` × ``--iterations-per-epoch``.
-The defaults, per dataset, are the configurations whose figures the README reports. ``--loss wgan-gp``
+The defaults, per dataset, are the configurations whose figures docs/gan.md reports. ``--loss wgan-gp``
 changes the defaults to the WGAN-GP paper's Algorithm 1: 5 critic steps per generator step, λ = 10,
 Adam with β2 = 0.9 (β1 = 0.5, as in the authors' code for the toys and MNIST; Algorithm 1 has 0), lr
 1e-4 on MNIST; on the toys, to the authors' toy setting, λ = 0.1 and no packing, for 10,000 (ring) or

@@ -4,7 +4,7 @@ The default is the configuration of PyTorch's VAE example on the embedded subset
 dense 784-400-20 VAE, Bernoulli decoder, Adam 1e-3, batch 100, 40 epochs; the test NLL is estimated
 with k = 500 importance samples (Burda et al. 2016).
 
-    python demos/vae.py                                   # the figures in the README
+    python demos/vae.py                                   # the figures in docs/vae.md
     python demos/vae.py --latent-dim 2 --out runs/vae-2d  # a 2-D code: manifold and code scatter
     python demos/vae.py --model conv                      # the convolutional VAE
     python demos/vae.py --likelihood gaussian             # grey levels, Gaussian decoder

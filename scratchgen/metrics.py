@@ -158,7 +158,7 @@ def frechet_distance(features1, features2) -> float:
 # generator scored 62%, 68%, 71% and 75% of the real digits' score under judges trained 5, 10, 20 and 30
 # epochs. Ten is the judge under which the GAN issue's reference (PyTorch, the same DCGAN pair, seeds 0-1)
 # reproduces that issue's reference figures (59% and 67% of real after 3,000 and 8,000 iterations, against
-# 60% and 69%); see the README's GAN section.
+# 60% and 69%); see docs/gan.md.
 JUDGE_EPOCHS = 10
 
 

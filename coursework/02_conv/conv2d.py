@@ -67,7 +67,7 @@ class Conv2d(Function):
         # YOUR CODE HERE: im2col, one matrix product, add the bias, reshape and transpose to (N, O, OH, OW).
         raise NotImplementedError("your code here: Conv2d.forward")
 
-    @once_differentiable  # a backward on raw arrays: see "Arrays, once" in the README
+    @once_differentiable  # a backward on raw arrays: see "Arrays, once" in this folder's README.md
     def backward(self, grad):
         """grad: dL/dY, an array (N, O, OH, OW). Returns (dL/dx, dL/dweight, dL/dbias), arrays shaped like
         the inputs."""
