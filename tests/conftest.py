@@ -60,6 +60,25 @@ def t64(array, requires_grad=True):
     return sg.tensor(np.asarray(array, dtype=np.float64), requires_grad=requires_grad)
 
 
+def host(x):
+    """Values on the host, for NumPy's assertions: a Tensor (its data) or an array of any backend as a NumPy
+    array (``backend.to_numpy``; a device-to-host copy on strict and CuPy, none on NumPy), and the same through
+    lists and tuples; numbers and None as they are."""
+    if type(x) in (list, tuple):
+        return type(x)(host(v) for v in x)
+    if x is None or isinstance(x, (int, float, complex, bool, np.generic)):
+        return x
+    return sg.backend.to_numpy(x)
+
+
+def needs_saved_rng_state(what: str) -> None:
+    """Skip the calling test unless the active backend's random state can be saved (``get_rng_state``: the
+    numpy backend only): ``what`` needs it, e.g. a resume that must repeat a run bit for bit."""
+    if sg.get_backend() != "numpy":
+        pytest.skip(f"{what}: the device generator's state cannot be saved (CuPy's neither), "
+                    f"so this runs on the numpy backend only")
+
+
 DEMOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demos")
 
 

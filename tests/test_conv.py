@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import t64
+from conftest import host, t64
 
 import scratchgen as sg
 from scratchgen import nn
@@ -122,13 +122,13 @@ def test_conv_transpose2d_is_the_input_gradient_of_conv2d(rng):
 def test_im2col_and_col2im_are_adjoint(rng):
     """⟨im2col(x), C⟩ = ⟨x, col2im(C)⟩ for every x and C, which is what makes col2im im2col's gradient."""
     geometry = ((3, 2), (2, 1), (1, 2), (2, 1))  # kernel, stride, padding, dilation
-    x = rng.standard_normal((2, 3, 7, 6))
+    x = sg.backend.asarray(rng.standard_normal((2, 3, 7, 6)))  # im2col and col2im work on the backend's arrays
     out_size = conv_output_size(x.shape[2:], *geometry)
     cols = im2col(x, *geometry, out_size)
     assert cols.shape == (3 * 3 * 2, out_size[0] * out_size[1] * 2)
-    other = rng.standard_normal(cols.shape)
+    other = sg.backend.asarray(rng.standard_normal(cols.shape))
     back = col2im(other, x.shape, *geometry, out_size)
-    np.testing.assert_allclose((cols * other).sum(), (x * back).sum(), rtol=1e-10)
+    np.testing.assert_allclose(host((cols * other).sum()), host((x * back).sum()), rtol=1e-10)
 
 
 @pytest.mark.parametrize("size, kernel, stride, padding, dilation", [
@@ -234,7 +234,7 @@ def test_gradcheck_catches_a_col2im_that_forgets_overlapping_windows(monkeypatch
         n, c, h, w = x_shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel_size, stride, padding, dilation, out_size
         cols = cols.reshape(c, kh, kw, oh, ow, n).transpose(5, 0, 1, 2, 3, 4)
-        frame = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+        frame = sg.backend.xp.zeros((n, c, h + 2 * ph, w + 2 * pw))
         for i in range(kh):
             for j in range(kw):
                 frame[:, :, dh * i:dh * i + sh * oh:sh, dw * j:dw * j + sw * ow:sw] = cols[:, :, i, j]  # the bug

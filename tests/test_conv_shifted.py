@@ -8,7 +8,7 @@ taps is the same as masking it; "auto" picks by shape; a col2im that assigns ins
 
 import numpy as np
 import pytest
-from conftest import t64
+from conftest import host, t64
 from test_conv import CONV_CASES, TRANSPOSED_CASES, reference_conv2d, reference_conv_transpose2d
 
 import scratchgen as sg
@@ -76,7 +76,7 @@ def test_the_two_paths_agree_in_float32_on_a_pixelcnn_layer(rng):
         xt, wt = sg.tensor(x, requires_grad=True), sg.tensor(w, requires_grad=True)
         y = conv.conv2d(xt, wt, None, (1, 1), (1, 1), (1, 1), method=method)
         (y * y).sum().backward()
-        results[method] = (y.numpy(), xt.grad, wt.grad)
+        results[method] = (y.numpy(), host(xt.grad), host(wt.grad))
     for ours, reference in zip(results["shifted"], results["im2col"]):
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, reference, rtol=2e-4, atol=2e-4 * np.abs(reference).max())
@@ -93,7 +93,7 @@ def test_a_kernel_restricted_to_taps_is_the_kernel_masked(method, rng):
     expected = reference_conv2d(x.numpy(), w.numpy() * mask, None, (1, 1), (1, 1), (1, 1))
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-10, atol=1e-12)
     out.sum().backward()
-    assert np.all(w.grad[:, :, mask == 0] == 0) and np.all(w.grad[:, :, mask == 1] != 0)
+    assert np.all(host(w.grad)[:, :, mask == 0] == 0) and np.all(host(w.grad)[:, :, mask == 1] != 0)
     assert sg.gradgradcheck(lambda x, w: conv.conv2d(x, w, None, (1, 1), (1, 1), (1, 1), taps=taps, method=method),
                             [x, w])
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import scratchgen as sg
-from conftest import t64
+from conftest import host, t64
 
 
 def test_reshape_and_flatten(rng):
@@ -55,13 +55,13 @@ def test_boolean_mask_index(rng):
     tx = t64(x)
     np.testing.assert_array_equal(tx[mask].numpy(), x[mask])
     tx[sg.tensor(mask)].sum().backward()
-    np.testing.assert_array_equal(tx.grad, mask.astype(float))
+    np.testing.assert_array_equal(host(tx.grad), mask.astype(float))
 
 
 def test_repeated_index_accumulates():
     x = t64([1.0, 2.0, 3.0])
     x[np.array([0, 0, 2, 0])].sum().backward()
-    np.testing.assert_array_equal(x.grad, [3.0, 0.0, 1.0])
+    np.testing.assert_array_equal(host(x.grad), [3.0, 0.0, 1.0])
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])

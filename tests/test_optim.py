@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import scratchgen as sg
+from conftest import host
 
 
 def _quadratic_grads(theta, target):
@@ -14,7 +15,7 @@ def _quadratic_grads(theta, target):
 
 def _run(optimizer_cls, steps=5, **kwargs):
     target = np.array([1.0, -2.0, 3.0], dtype=np.float32)
-    p = sg.nn.Parameter(np.zeros(3, dtype=np.float32))
+    p = sg.nn.Parameter(sg.tensor(np.zeros(3, dtype=np.float32)))
     opt = optimizer_cls([p], **kwargs)
     trajectory = []
     for _ in range(steps):
@@ -47,12 +48,12 @@ def test_adam_follows_the_rule():
 
 
 def test_optimisers_do_not_write_into_gradients():
-    p = sg.nn.Parameter(np.ones(3, dtype=np.float32))
+    p = sg.nn.Parameter(sg.tensor(np.ones(3, dtype=np.float32)))
     (p * 2.0).sum().backward()
     before = p.grad.copy()
     sg.optim.Adam([p], weight_decay=0.1).step()
     sg.optim.SGD([p], lr=0.1, momentum=0.5, weight_decay=0.1).step()
-    np.testing.assert_array_equal(p.grad, before)
+    np.testing.assert_array_equal(host(p.grad), host(before))
 
 
 def test_optimizer_state_dict_resumes_identically():
@@ -80,7 +81,7 @@ def test_optimizer_state_dict_resumes_identically():
     opt2.load_state_dict(saved_opt)
     step(model2, opt2)
     for (name, a), (_, b) in zip(model.named_parameters(), model2.named_parameters()):
-        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+        np.testing.assert_array_equal(host(a.data), host(b.data), err_msg=name)
 
 
 def test_bad_settings_are_refused():
@@ -95,7 +96,7 @@ def test_bad_settings_are_refused():
 
 def test_adam_and_sgd_update_a_zero_dimensional_parameter():
     for opt_cls, kwargs in ((sg.optim.Adam, {"lr": 0.1}), (sg.optim.SGD, {"lr": 0.1, "momentum": 0.9})):
-        p = sg.nn.Parameter(np.array(2.0, dtype=np.float32))
+        p = sg.nn.Parameter(sg.tensor(np.array(2.0, dtype=np.float32)))
         opt = opt_cls([p], **kwargs)
         for _ in range(3):
             opt.zero_grad()
@@ -119,7 +120,7 @@ def test_linear_decay_holds_then_falls_linearly_to_zero():
 def _set_weights(model, values):
     """Every parameter of ``model`` filled with one number: the weights "after a step", known exactly."""
     for p in model.parameters():
-        p.data = np.full(p.shape, values, dtype=p.dtype)
+        p.data = sg.backend.asarray(np.full(p.shape, values, dtype=p.dtype))
 
 
 @pytest.mark.parametrize("bias_correction", [True, False])
@@ -142,7 +143,7 @@ def test_ema_after_n_updates_is_the_closed_form(bias_correction):
         fresh = sg.optim.EMA(model, decay=decay)
         _set_weights(model, 7.0)
         fresh.update()
-        np.testing.assert_array_equal(fresh.shadow["weight"], np.full((2, 3), 7.0, dtype=np.float32))
+        np.testing.assert_array_equal(host(fresh.shadow["weight"]), np.full((2, 3), 7.0, dtype=np.float32))
 
 
 def test_ema_evaluates_with_the_average_and_puts_the_weights_back():
@@ -186,13 +187,13 @@ def test_ema_checkpoint_round_trip_resumes_identically():
     assert saved["num_updates"] == 2 and sorted(saved["shadow"]) == ["bias", "weight"]
     resumed = trained(saved, steps=0)
     for name in ema.shadow:
-        np.testing.assert_array_equal(resumed.shadow[name], ema.shadow[name])
+        np.testing.assert_array_equal(host(resumed.shadow[name]), host(ema.shadow[name]))
     # One more update on both: the same numbers, because the count (and so d_n) came back too.
     for e in (ema, resumed):
         _set_weights(e.module, 9.0)
         e.update()
     for name in ema.shadow:
-        np.testing.assert_array_equal(resumed.shadow[name], ema.shadow[name])
+        np.testing.assert_array_equal(host(resumed.shadow[name]), host(ema.shadow[name]))
 
 
 def test_ema_refuses_bad_settings_and_mismatched_states():
@@ -204,7 +205,7 @@ def test_ema_refuses_bad_settings_and_mismatched_states():
     ema = sg.optim.EMA(model)
     before = {name: array.copy() for name, array in ema.shadow.items()}
     state = copy.deepcopy(ema.state_dict())
-    state["shadow"]["weight"] = np.zeros((3, 2), dtype=np.float32)
+    state["shadow"]["weight"] = sg.backend.asarray(np.zeros((3, 2), dtype=np.float32))
     with pytest.raises(ValueError, match=r"weight has shape \(3, 2\) in the state dict but \(2, 3\)"):
         ema.load_state_dict(state)
     del state["shadow"]["bias"]
@@ -213,4 +214,4 @@ def test_ema_refuses_bad_settings_and_mismatched_states():
     with pytest.raises(ValueError, match="num_updates must be a count"):
         ema.load_state_dict({**ema.state_dict(), "num_updates": -1})
     for name in before:  # nothing was half loaded
-        np.testing.assert_array_equal(ema.shadow[name], before[name])
+        np.testing.assert_array_equal(host(ema.shadow[name]), host(before[name]))
