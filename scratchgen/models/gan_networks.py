@@ -72,18 +72,10 @@ class _ProjectionDiscriminator(nn.Module):
     def forward(self, x: Tensor, y=None) -> Tensor:
         """Logits (N / packing, 1); with ``classes``, y: (N,) integer labels or (N, classes) label rows."""
         h = self.features(x)
-        logits = self.head(h)
-        if not self.classes:
-            if y is not None:
-                raise ValueError(f"{type(self).__name__}: an unconditional discriminator (classes=0) was given labels")
-            return logits
-        if y is None:
-            raise ValueError(f"{type(self).__name__}: a conditional discriminator (classes={self.classes}) judges "
-                             "pairs (x, y) and needs the labels y")
-        labels = F.label_vectors(y, self.classes, h.dtype)
-        if len(labels) != len(h):
-            raise ValueError(f"{type(self).__name__}: {len(h)} samples but {len(labels)} labels")
-        return logits + (self.embed(labels) * h).sum(axis=1, keepdims=True)
+        labels = F.label_rows(y, self.classes, len(h), type(self).__name__, h.dtype)
+        if labels is None:
+            return self.head(h)
+        return self.head(h) + (self.embed(labels) * h).sum(axis=1, keepdims=True)  # ψ(h) + <embed(y), h>
 
 
 class MLPGenerator(nn.Module):

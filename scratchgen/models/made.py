@@ -194,7 +194,7 @@ class MADE(nn.Module):
         """
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"{type(self).__name__}: expected input (N, {self.in_features}), got {x.shape}")
-        labels = self._label_rows(y, len(x))
+        labels = F.label_rows(y, self.classes, len(x), type(self).__name__, self.layers[0].weight.dtype)
         h = x
         for index, layer in enumerate(self.layers):
             h = layer(h)
@@ -214,19 +214,6 @@ class MADE(nn.Module):
         return backend.bernoulli(logistic(params))
 
     # ------------------------------------------------------------------ density and samples
-
-    def _label_rows(self, y, n: int):
-        """The labels as rows (n, C) for a class-conditional MADE, None for an unconditional one."""
-        if not self.classes:
-            if y is not None:
-                raise ValueError(f"{type(self).__name__}: an unconditional model (classes=0) was given labels")
-            return None
-        if y is None:
-            raise ValueError(f"{type(self).__name__}: a class-conditional model (classes={self.classes}) needs labels y")
-        rows = F.label_vectors(y, self.classes, self.layers[0].weight.dtype)
-        if len(rows) != n:
-            raise ValueError(f"{type(self).__name__}: {n} examples but {len(rows)} labels")
-        return rows
 
     def log_prob(self, x: Tensor, masks: int = 1, y=None) -> Tensor:
         """The exact log-likelihood log p(x) (log p(x | y) given labels) in nats, one per example: (N,).

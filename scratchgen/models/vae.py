@@ -162,10 +162,8 @@ class VAE(nn.Module):
 
     def encode(self, x: Tensor, y=None):
         """q(z|x) (or q(z|x, y)): x (N, ...) -> (μ, log σ²), each (N, D)."""
-        if (y is None) != (not self.classes):
-            raise ValueError(f"{type(self).__name__}.encode: " + ("a conditional VAE (classes={}) needs the labels y"
-                             .format(self.classes) if self.classes else "an unconditional VAE was given labels"))
         x = self.as_images(x)
+        F.label_rows(y, self.classes, len(x), f"{type(self).__name__}.encode")  # checked here, used by the encoder
         h = self.encoder(x, y) if self.classes else self.encoder(x)
         return self.fc_mu(h), self.fc_logvar(h)
 

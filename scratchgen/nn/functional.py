@@ -22,7 +22,7 @@ from scratchgen.tensor import Tensor
 
 __all__ = [
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "silu", "log_softmax", "softmax", "dropout",
-    "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss", "gaussian_kl", "one_hot", "label_vectors", "with_labels",
+    "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss", "gaussian_kl", "one_hot", "label_vectors", "label_rows", "with_labels",
     "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "interpolate", "batch_norm",
     "group_norm",
 ]
@@ -211,6 +211,29 @@ def label_vectors(labels, classes: int, dtype=None) -> Tensor:
     return labels if isinstance(labels, Tensor) else Tensor(backend.asarray(data, dtype=dtype or backend.DEFAULT_DTYPE))
 
 
+def label_rows(labels, classes: int, n: int, who: str, dtype=None, inputs: str | None = None):
+    """The label rows (n, C) that a conditional network reads, or None for an unconditional one
+    (``classes`` = 0): the checks every conditional network makes, in one place.
+
+    Args:
+        labels: (n,) integers, (n, C) label rows, or None. classes: C, or 0. n: the number of inputs.
+        who: the network, for the messages. inputs: how the messages describe the inputs ("n inputs").
+
+    Raises:
+        ValueError: labels given to an unconditional network, none to a conditional one, or not n of them.
+    """
+    if not classes:
+        if labels is not None:
+            raise ValueError(f"{who}: an unconditional network (classes=0) was given labels")
+        return None
+    if labels is None:
+        raise ValueError(f"{who}: a conditional network (classes={classes}) needs labels y beside its input")
+    rows = label_vectors(labels, classes, dtype)
+    if len(rows) != n:
+        raise ValueError(f"{who}: {inputs or f'{n} inputs'} but {len(rows)} labels; expected one label per input")
+    return rows
+
+
 def with_labels(x: Tensor, labels, classes: int, who: str = "with_labels") -> Tensor:
     """A conditional network's input: x (..., N, F) with each row's label vector beside it, (..., N, F + C).
 
@@ -219,18 +242,14 @@ def with_labels(x: Tensor, labels, classes: int, who: str = "with_labels") -> Te
     (an unconditional network) x is returned as it is.
 
     Raises:
-        ValueError: labels given to an unconditional network, none to a conditional one, or a number of
-            labels other than N; ``who`` names the network in the message.
+        ValueError: as :func:`label_rows`, or x without a batch axis of rows; ``who`` names the network.
     """
-    if not classes:
-        if labels is not None:
-            raise ValueError(f"{who}: an unconditional network (classes=0) was given labels")
+    if classes and x.ndim < 2:
+        raise ValueError(f"{who}: input of shape {x.shape}; expected rows with features, (..., N, F)")
+    rows = label_rows(labels, classes, x.shape[-2] if x.ndim >= 2 else 0, who, x.dtype,
+                      inputs=f"input of shape {x.shape}")
+    if rows is None:
         return x
-    if labels is None:
-        raise ValueError(f"{who}: a conditional network (classes={classes}) needs labels y beside its input")
-    rows = label_vectors(labels, classes, x.dtype)
-    if x.ndim < 2 or len(rows) != x.shape[-2]:
-        raise ValueError(f"{who}: input of shape {x.shape} but {len(rows)} labels; expected one label per row, (..., N, F)")
     if x.ndim > 2:
         rows = ops.BroadcastTo.apply(rows, shape=x.shape[:-1] + (classes,))
     return ops.concatenate([x, rows], axis=-1)
