@@ -89,15 +89,9 @@ def main(argv=None) -> dict:
             run.save_checkpoint(epoch)
     final = {"test_log_likelihood": run.history.last["test_log_likelihood"], "train_wall_time_s": run.elapsed}
 
-    low, high = train_x.min(axis=0), train_x.max(axis=0)
-    centre, half = (low + high) / 2, 0.6 * (high - low).max()
-    bounds = tuple((float(c - half), float(c + half)) for c in centre)
+    bounds, true_density, true_title = plot.toy_density_frame(train_x, mixture, sampler, seed=args.seed + 2)
     if mixture is not None:
         final["true_test_log_likelihood"] = float(mixture.log_prob(test_x).mean())
-        true_density, true_title = mixture.log_prob, "true density"
-    else:  # no closed form: a fine histogram of many samples stands in for it
-        true_density = plot.histogram_log_density(sampler(400_000, rng=args.seed + 2), bounds)
-        true_title = "true density (histogram)"
     name = {"realnvp": "RealNVP", "maf": "MAF"}[args.flow]
     plot.density_comparison(true_density, log_density, run.path("density.png"), bounds,
                             titles=(true_title, f"{name} density"),

@@ -197,15 +197,9 @@ def toy(args, run) -> dict:
     train(model, (train_x - mean) / scale, run, args, evaluate)
     final = {"test_log_likelihood": run.history.last["test_log_likelihood"], "train_wall_time_s": run.elapsed}
 
-    low, high = train_x.min(axis=0), train_x.max(axis=0)
-    centre, half = (low + high) / 2, 0.6 * (high - low).max()
-    bounds = tuple((float(c - half), float(c + half)) for c in centre)
+    bounds, true_density, true_title = plot.toy_density_frame(train_x, mixture, TOYS[args.dataset][0], seed=args.seed + 2)
     if mixture is not None:
         final["true_test_log_likelihood"] = float(mixture.log_prob(test_x).mean())
-        true_density, true_title = mixture.log_prob, "true density"
-    else:  # no closed form: a fine histogram of many samples stands in for it
-        true_density = plot.histogram_log_density(TOYS[args.dataset][0](400_000, rng=args.seed + 2), bounds)
-        true_title = "true density (histogram)"
     plot.density_comparison(true_density, log_density, run.path("density.png"), bounds,
                             titles=(true_title, "MADE density"),
                             title=f"{args.dataset}: test log-likelihood {final['test_log_likelihood']:.3f} nats/point")

@@ -440,6 +440,23 @@ def scatter_over_training(snapshots, path, log_density=None, bounds=None, grid_s
     return _save(fig, path, title)
 
 
+def toy_density_frame(points, mixture=None, sampler=None, seed: int = 0):
+    """What a 2-D toy's density pictures are drawn against: square bounds around ``points`` (their spread,
+    widened by a fifth), and the true log density, exact for a Gaussian mixture, else a histogram of 400,000
+    fresh samples from ``sampler(n, rng=seed)``.
+
+    Returns:
+        (bounds ((x_low, x_high), (y_low, y_high)), the true log density (a function or a grid), its title).
+    """
+    low, high = points.min(axis=0), points.max(axis=0)
+    centre, half = (low + high) / 2, 0.6 * (high - low).max()
+    bounds = tuple((float(c - half), float(c + half)) for c in centre)
+    if mixture is not None:
+        return bounds, mixture.log_prob, "true density"
+    # No closed form: a fine histogram of many samples stands in for it.
+    return bounds, histogram_log_density(sampler(400_000, rng=seed), bounds), "true density (histogram)"
+
+
 def histogram_log_density(points, bounds, grid_size: int = 150) -> numpy.ndarray:
     """log p on the (grid_size, grid_size) grid the pictures above draw densities on, from a 2-D histogram
     of many points: a stand-in for a true density that has no closed form (two moons, a swiss roll).

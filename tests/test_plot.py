@@ -243,3 +243,16 @@ def test_suffix_picks_the_format(tmp_path):
     path = plot.image_grid(_digits(4), tmp_path / "grid.pdf")
     with open(path, "rb") as file:
         assert file.read(5) == b"%PDF-"
+
+
+def test_toy_density_frame_is_square_around_the_points_and_exact_for_a_mixture():
+    from scratchgen.data import TOYS
+
+    points = np.array([[0.0, 0.0], [2.0, 1.0]])
+    sampler, mixture = TOYS["ring8"]
+    bounds, density, title = plot.toy_density_frame(points, mixture)
+    np.testing.assert_allclose(bounds, ((-0.2, 2.2), (-0.7, 1.7)))  # centred, 1.2 times the wider spread
+    assert density == mixture.log_prob and title == "true density"
+    sampler, _ = TOYS["two_moons"]
+    bounds, density, title = plot.toy_density_frame(points, None, sampler, seed=0)
+    assert density.shape == (150, 150) and title == "true density (histogram)"
