@@ -26,7 +26,7 @@ import numpy
 
 __all__ = [
     "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of", "scalar",
-    "manual_seed", "rng", "bernoulli", "fork_rng", "get_rng_state", "set_rng_state", "scatter_add",
+    "manual_seed", "rng", "bernoulli", "categorical", "fork_rng", "get_rng_state", "set_rng_state", "scatter_add",
     "as_strided", "synchronize", "nccl", "strict_host_reads", "BackendError", "DEFAULT_DTYPE",
 ]
 
@@ -249,6 +249,20 @@ def bernoulli(probabilities):
     """A 0/1 draw for each entry, 1 with the given probability, in the probabilities' dtype, from :func:`rng`:
     the binary units of an RBM, the pixels of a sampler. (1 where a uniform draw falls below p.)"""
     return (rng().random(probabilities.shape, dtype=probabilities.dtype) < probabilities).astype(probabilities.dtype)
+
+
+def categorical(weights, n: int, generator=None):
+    """n indices drawn with probability weights[i] / Σ weights (weights ≥ 0, not all 0), from ``generator``
+    (by default :func:`rng`): an integer array (n,) on the active device.
+
+    The inverse of the cumulative distribution at n uniform draws, as CuPy's generator has no ``choice``
+    with probabilities. ``side="right"`` never returns an index of weight 0: its cumulative sum equals
+    its predecessor's.
+    """
+    xp = _state.module
+    cumulative = xp.cumsum(weights.astype(numpy.float64))
+    u = (rng() if generator is None else generator).random(n) * cumulative[-1]
+    return xp.minimum(xp.searchsorted(cumulative, u, side="right"), len(weights) - 1).astype(xp.int64)
 
 
 @contextlib.contextmanager

@@ -192,3 +192,12 @@ def test_a_python_number_operand_is_one_shared_read_only_array_not_a_new_one_per
     assert constant.dtype == np.float32 and constant.shape == () and not constant.flags.writeable
     assert sg.backend.scalar(-0.0, np.float32) is not sg.backend.scalar(0.0, np.float32)
     assert np.signbit(sg.backend.scalar(-0.0, np.float32))
+
+
+def test_categorical_draws_follow_the_weights_and_never_a_zero_weight():
+    sg.manual_seed(0)
+    weights = sg.backend.asarray(np.array([2.0, 0.0, 1.0, 1.0]))
+    draws = sg.backend.to_numpy(sg.backend.categorical(weights, 40_000))
+    shares = np.bincount(draws, minlength=4) / 40_000
+    assert shares[1] == 0
+    np.testing.assert_allclose(shares, [0.5, 0.0, 0.25, 0.25], atol=0.01)  # binomial sd at most 0.0025

@@ -282,10 +282,7 @@ class GANTrainer:
 
     def labels(self, m: int):
         """m labels drawn from the label prior p(y): an integer array (m,) on the active device."""
-        xp = backend.xp
-        cumulative = xp.cumsum(self.label_prior)
-        u = backend.rng().random(m, dtype=self.label_prior.dtype)
-        return xp.minimum(xp.searchsorted(cumulative, u, side="right"), self.classes - 1).astype(xp.int64)
+        return backend.categorical(self.label_prior, m)
 
     def generate(self, noise: Tensor, labels=None):
         """G's samples as D judges them, from the noise: (samples, labels), with labels None for an

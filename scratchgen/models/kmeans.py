@@ -76,8 +76,6 @@ def kmeans_plus_plus(x, k: int, rng=None):
     n = len(x)
     if not 1 <= k <= n:
         raise ValueError(f"kmeans_plus_plus: cannot choose {k} centres among {n} points")
-    # A draw with probability proportional to w: the first index whose cumulative weight exceeds u·Σw.
-    # (CuPy's generator has no ``choice`` with probabilities; a cumulative sum and a search work on both.)
     chosen = [_draw(xp.ones(n, dtype=x.dtype), rng)]
     nearest = squared_distances(x, x[chosen[0]][None])[:, 0]
     for _ in range(1, k):
@@ -88,12 +86,9 @@ def kmeans_plus_plus(x, k: int, rng=None):
 
 def _draw(weights, rng):
     """An index i drawn with probability weights[i] / Σ weights (uniformly if every weight is 0)."""
-    cumulative = xp.cumsum(weights.astype(numpy.float64))
-    if float(cumulative[-1]) <= 0:
-        cumulative = xp.arange(1, len(weights) + 1, dtype=numpy.float64)
-    u = float(rng.random()) * float(cumulative[-1])
-    # side="right" never returns an index of weight 0: its cumulative sum equals its predecessor's.
-    return xp.minimum(xp.searchsorted(cumulative, xp.asarray(u), side="right"), len(weights) - 1)
+    if not bool((weights > 0).any()):
+        weights = xp.ones(len(weights), dtype=weights.dtype)
+    return backend.categorical(weights, 1, rng)[0]
 
 
 def lloyd(x, centres, max_iter: int = 300, tol: float = 1e-4):
