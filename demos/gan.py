@@ -363,25 +363,14 @@ def report_mixture(args, run, samples, mixture, iterations: int) -> dict:
 def report_mnist(args, run, samples, iterations: int) -> dict:
     """Class shares, Inception Score and Fréchet distance of the samples, and of real images (the ceiling);
     a grid of samples, and the fixed codes through training."""
-    classifier, accuracy = metrics.mnist_classifier(args.mnist_source, epochs=args.judge_epochs,
-                                                    train_subset=args.judge_subset, verbose=not args.quiet)
-    test_images, _ = load_mnist(args.mnist_source, "test")
-    train_images, _ = load_mnist(args.mnist_source, "train")
     fake_images = (samples.numpy() + 1) / 2  # in [0, 1], as the judge and the training images have them
-    fake = metrics.classifier_scores(classifier, fake_images, test_images)
-    # The real ceiling: the test images scored the same way; their Fréchet distance is to the training images.
-    real = metrics.classifier_scores(classifier, test_images, train_images)
-    result = {"judge_epochs": args.judge_epochs, "judge_test_accuracy": accuracy,
-              "min_class_share": min(fake["class_shares"]), "real_min_class_share": min(real["class_shares"])}
-    for name in ("class_shares", "inception_score", "frechet_distance"):
-        result[name], result[f"real_{name}"] = fake[name], real[name]
-    result["inception_score_ratio"] = fake["inception_score"] / real["inception_score"]
-    real_train = to_float(train_images)
-    result.update(metrics.memorisation_check(fake_images, real_train, to_float(test_images)))
+    result = metrics.judge_digits(fake_images, args.mnist_source, epochs=args.judge_epochs,
+                                  train_subset=args.judge_subset, verbose=not args.quiet)
+    real_train = to_float(load_mnist(args.mnist_source, "train")[0])
     plot.nearest_training(fake_images, real_train, run.path("nearest_training.png"))
     plot.image_grid(samples[:100], run.path("samples.png"), nrow=10, value_range=(-1, 1),
                     title=f"100 samples G(z), z ~ N(0, I), after {iterations:,} iterations\n"
-                          f"Inception Score {fake['inception_score']:.2f} (real test images {real['inception_score']:.2f})")
+                          f"Inception Score {result['inception_score']:.2f} (real test images {result['real_inception_score']:.2f})")
     codes = len(run.state["snapshots"][0][1])
     plot.samples_over_training(run.state["snapshots"], run.path("samples_over_training.png"), label="iteration",
                                value_range=(-1, 1), title=f"the same {codes} codes z through G as training goes on")

@@ -58,7 +58,7 @@ from scratchgen import backend
 
 __all__ = [
     "mode_coverage", "class_shares", "inception_score", "frechet_distance", "gaussian_frechet_distance",
-    "mnist_classifier", "classifier_outputs", "classifier_scores", "JUDGE_EPOCHS",
+    "mnist_classifier", "classifier_outputs", "classifier_scores", "judge_digits", "JUDGE_EPOCHS",
     "contingency_table", "cluster_purity", "normalized_mutual_info", "nearest_training_images", "memorisation_check",
     "conditional_accuracy", "classification_accuracy_score",
 ]
@@ -254,6 +254,41 @@ def classifier_scores(classifier, images, reference_images) -> dict:
     _, reference_features = classifier_outputs(classifier, reference_images)
     return {"class_shares": class_shares(probabilities).tolist(), "inception_score": inception_score(probabilities),
             "frechet_distance": frechet_distance(features, reference_features)}
+
+
+def judge_digits(images, dataset: str = "embedded", epochs: int = JUDGE_EPOCHS, train_subset: int | None = None,
+                 verbose: bool = False) -> dict:
+    """Every figure by which generated digits are judged here, beside the real digits' own.
+
+    The judge is :func:`mnist_classifier` (trained on first use, then cached). The samples' class shares,
+    Inception Score and Fréchet distance are taken against the test digits; the real ceiling is the test
+    digits scored the same way, their Fréchet distance taken to the training digits. The memorisation
+    check (:func:`memorisation_check`) measures the samples against the training digits.
+
+    Args:
+        images: generated digits (N, 1, 28, 28) or (N, 28, 28), in [0, 1] (host or device).
+        dataset, epochs, train_subset, verbose: the judge's, as in :func:`mnist_classifier`.
+
+    Returns:
+        {judge_epochs, judge_test_accuracy, class_shares, min_class_share, inception_score,
+        inception_score_ratio, frechet_distance, and real_* for each of the four scores, and the
+        memorisation check's figures}.
+    """
+    from scratchgen.data import load_mnist, to_float
+
+    classifier, accuracy = mnist_classifier(dataset, epochs=epochs, train_subset=train_subset, verbose=verbose)
+    test_images, _ = load_mnist(dataset, "test")
+    train_images, _ = load_mnist(dataset, "train")
+    images = backend.to_numpy(images)
+    fake = classifier_scores(classifier, images, test_images)
+    real = classifier_scores(classifier, test_images, train_images)
+    result = {"judge_epochs": epochs, "judge_test_accuracy": accuracy,
+              "min_class_share": min(fake["class_shares"]), "real_min_class_share": min(real["class_shares"])}
+    for name in ("class_shares", "inception_score", "frechet_distance"):
+        result[name], result[f"real_{name}"] = fake[name], real[name]
+    result["inception_score_ratio"] = fake["inception_score"] / real["inception_score"]
+    result.update(memorisation_check(images, to_float(train_images), to_float(test_images)))
+    return result
 
 
 # -------------------------------------------------------------------------------------- clusterings

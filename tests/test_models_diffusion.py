@@ -13,7 +13,7 @@ from conftest import last_json_line, load_demo
 from scratchgen import optim
 from scratchgen.data import ring8
 from scratchgen.models.diffusion import (
-    DenoisingMLP, Diffusion, cosine_schedule, ddim_timesteps, linear_schedule, sinusoidal_embedding,
+    PREDICTIONS, DenoisingMLP, Diffusion, cosine_schedule, ddim_timesteps, linear_schedule, sinusoidal_embedding,
 )
 
 
@@ -189,6 +189,111 @@ def test_simple_loss_is_the_mean_squared_noise_error():
     assert blind.loss(np.zeros((4, 2)), t=3, noise=noise).item() == pytest.approx((noise ** 2).mean())
 
 
+# ------------------------------------------------------------------ what the network predicts; labels
+
+
+class TargetOracle(sg.nn.Module):
+    """The ideal network for data known in advance, whatever it predicts: from x_t it infers the noise
+    ε = (x_t − √ᾱ_t x_0)/√(1 − ᾱ_t) and returns the Diffusion's target for (x_0, ε)."""
+
+    def __init__(self, x0):
+        super().__init__()
+        self.x0 = x0
+
+    def forward(self, x, t):
+        a_bar = self.diffusion.alpha_bars[t][:, None]
+        noise = (x.data - np.sqrt(a_bar) * self.x0) / np.sqrt(1 - a_bar)
+        return sg.tensor(self.diffusion.target(self.x0, t, noise))
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_every_prediction_reads_back_the_true_noise(prediction):
+    """The target and its reading back are inverse: a network that outputs the exact target has zero loss,
+    ε_θ equal to the true noise, and samplers that return x_0."""
+    x0 = np.random.default_rng(0).standard_normal((30, 2)) * 2
+    oracle = TargetOracle(x0)
+    d = oracle.diffusion = Diffusion(oracle, T=100, schedule="cosine", prediction=prediction)
+    t, noise = np.arange(1, 91, 3), np.random.default_rng(1).standard_normal(x0.shape)
+    x_t = d.q_sample(x0, t, noise)
+    np.testing.assert_allclose(d.predict_eps(sg.tensor(x_t), t).numpy(), noise, rtol=1e-6, atol=1e-6)
+    assert d.loss(x0, t=t, noise=noise).item() == pytest.approx(0, abs=1e-20)
+    x_T = np.random.default_rng(2).standard_normal(x0.shape)
+    for sampler, steps in (("ancestral", None), ("ddim", 7)):
+        np.testing.assert_allclose(d.sample(30, sampler, steps, x_T=x_T).numpy(), x0, atol=1e-6)
+
+
+def test_v_loss_is_the_noise_loss_over_alpha_bar():
+    """The module docstring's weighting: with x_t fixed, ‖ε̂ − ε‖² = ᾱ_t ‖v̂ − v‖², so v-prediction weighs
+    the noisy steps (small ᾱ_t) 1/ᾱ_t times more than ε-prediction does."""
+    sg.manual_seed(0)
+    net = DenoisingMLP()
+    d = Diffusion(net, T=1000, prediction="v")
+    rng = np.random.default_rng(0)
+    x0, noise = rng.standard_normal((2, 6, 2), dtype=np.float32)
+    t = np.array([1, 50, 300, 600, 900, 1000])
+    x_t = sg.tensor(d.q_sample(x0, t, noise))
+    v_error = ((net(x_t, t).numpy() - d.target(x0, t, noise)) ** 2).sum(axis=1)
+    eps_error = ((d.predict_eps(x_t, t).numpy() - noise) ** 2).sum(axis=1)
+    np.testing.assert_allclose(eps_error, d.alpha_bars[t] * v_error, rtol=1e-3)
+    assert d.alpha_bars[1000] < 1e-4 < 0.99 < d.alpha_bars[1]  # from almost no weight to the same weight
+
+
+class LabelledNet(sg.nn.Module):
+    """A conditional "network" that records the labels it is given and answers ε_θ(x, t, y) = y in every
+    coordinate, with label 10 the null label ∅."""
+
+    null_label = 10
+
+    def forward(self, x, t, y=None):
+        self.seen = np.array(y)
+        return x * 0 + sg.tensor(np.asarray(y, dtype=np.float64)[:, None])
+
+
+def test_label_dropout_replaces_a_share_of_the_labels_with_the_null_label():
+    d = Diffusion(LabelledNet(), T=10)
+    y = np.arange(20_000) % 10
+    sg.manual_seed(0)
+    d.loss(np.zeros((20_000, 2)), y=y, drop_labels=0.1)
+    dropped = d.net.seen == 10
+    assert 0.095 < dropped.mean() < 0.105  # 10% ± 2.4 standard errors
+    np.testing.assert_array_equal(d.net.seen[~dropped], y[~dropped])
+    d.loss(np.zeros((100, 2)), y=y[:100])
+    np.testing.assert_array_equal(d.net.seen, y[:100])
+    with pytest.raises(ValueError, match="drop_labels needs labels"):
+        d.loss(np.zeros((4, 2)), drop_labels=0.1)
+    with pytest.raises(ValueError, match="drop_labels is a probability"):
+        d.loss(np.zeros((4, 2)), y=y[:4], drop_labels=1.5)
+
+
+def test_guidance_mixes_the_conditional_and_unconditional_noise():
+    """One DDIM step from T to 0 returns x̂_0 = (x_T − √(1 − ᾱ_T) ε̃)/√ᾱ_T, where ε̃ = (1 + w) ε_θ(x, y) − w ε_θ(x, ∅)
+    = (1 + w) y − 10 w with the labelled net."""
+    d = Diffusion(LabelledNet(), T=10)
+    x_T, y, w = np.zeros((3, 2)), np.array([0, 4, 9]), 2.0
+    a_bar = d.alpha_bars[10]
+    for guidance, eps in ((0.0, y), (w, (1 + w) * y - 10 * w)):
+        x0 = d.sample(3, "ddim", steps=[10], x_T=x_T, y=y, guidance=guidance).numpy()
+        np.testing.assert_allclose(x0, np.repeat(-np.sqrt(1 - a_bar) * eps[:, None] / np.sqrt(a_bar), 2, axis=1))
+    with pytest.raises(ValueError, match="guidance needs labels"):
+        d.sample(3, "ddim", steps=[10], x_T=x_T, guidance=1.0)
+    with pytest.raises(ValueError, match="3 samples but labels of shape"):
+        d.sample(3, "ddim", steps=[10], x_T=x_T, y=np.arange(4))
+
+
+@pytest.mark.parametrize("sampler, steps", [("ancestral", None), ("ddim", 10)])
+def test_clipping_holds_the_predicted_x0_and_changes_nothing_inside(sampler, steps):
+    """An oracle of data at ±3: clipped to [−1, 1], every sample ends at ±1; with a bound no x̂_0 reaches,
+    the path is the unclipped one (for the ancestral sampler, μ̃_t(x_t, x̂_0) equals μ_θ)."""
+    x0 = np.where(np.random.default_rng(0).random((20, 2)) < 0.5, -3.0, 3.0)
+    d = with_net(Oracle(x0), T=50)
+    x_T = np.random.default_rng(1).standard_normal(x0.shape)
+    sg.manual_seed(0)
+    free = d.sample(20, sampler, steps, x_T=x_T).numpy()
+    sg.manual_seed(0)
+    np.testing.assert_allclose(d.sample(20, sampler, steps, x_T=x_T, clip=1e6).numpy(), free, atol=1e-9)
+    np.testing.assert_allclose(d.sample(20, sampler, steps, x_T=x_T, clip=1.0).numpy(), np.sign(x0))
+
+
 # ------------------------------------------------------------------------------------------ learning
 
 
@@ -250,8 +355,29 @@ def test_demo_on_two_moons_has_no_mode_scores(demo, tmp_path, capsys):
     assert set(last_json_line(capsys)) == {"steps", "train_wall_time_s", "sample_wall_time_s", "test_elbo"}
 
 
+MNIST_TINY = ["--dataset", "mnist", "--limit", "64", "--epochs", "1", "--base-channels", "8", "--T", "50",
+              "--eval-samples", "20", "--ddim-steps", "3", "--judge-subset", "300", "--judge-epochs", "1", "--quiet"]
+
+
+def test_mnist_demo_writes_its_pictures_and_the_judges_figures(demo, tmp_path, capsys):
+    out = str(tmp_path / "mnist")
+    demo.main(MNIST_TINY + ["--out", out])
+    final = last_json_line(capsys)
+    assert final["steps"] == 1 and len(final["class_shares"]) == 10
+    assert 0 < final["inception_score"] <= 10 and final["frechet_distance"] >= 0
+    assert final["real_inception_score"] > 1 and "nearest_train_distance_median" in final
+    for name in ("samples", "reverse_process", "nearest_training", "losses"):
+        assert os.path.getsize(os.path.join(out, f"{name}.png")) > 0, name
+
+
+def test_mnist_demo_with_guidance_asks_for_every_digit(demo, tmp_path, capsys):
+    demo.main(MNIST_TINY + ["--guidance", "1", "--out", str(tmp_path / "guided")])
+    final = last_json_line(capsys)
+    assert final["guidance"] == 1 and 0 <= final["conditional_accuracy"] <= 1
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--dataset", "mnist"], "not implemented yet"),
+    (["--guidance", "2"], "--guidance is for --dataset mnist"),
     (["--eta", "1"], "need --sampler ddim"),
     (["--sampler", "ddim", "--ddim-steps", "30", "--T", "20"], "more than --T"),
     (["--eta", "1.5", "--sampler", "ddim"], "from 0 to 1"),

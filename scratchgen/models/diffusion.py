@@ -33,6 +33,28 @@ Ho et al. write μ_θ through a network ε_θ that predicts the noise in x_t (eq
 which trains better, and is what :meth:`Diffusion.loss` computes (mean over coordinates, as PyTorch's
 ``mse_loss``). :meth:`Diffusion.bound_terms` computes the bound itself, each term by its own method.
 
+**What the network predicts.** ε is one choice of three that carry the same information, since
+x_t = a x_0 + s ε with a = √ᾱ_t, s = √(1 − ᾱ_t) and a² + s² = 1: the network may instead predict x_0
+itself, or the "velocity" v = a ε − s x_0 (Salimans & Ho 2022), and every formula above reads the noise
+back from it,
+
+    ε = (x_t − a x̂_0) / s        (x_0-prediction)          ε = a v̂ + s x_t        (v-prediction).
+
+The three simple losses weight the steps differently. With x_t fixed, ε̂ − ε = a (v̂ − v) = −(a/s)(x̂_0 − x_0),
+so ‖v̂ − v‖² = ‖ε̂ − ε‖²/ᾱ_t: v-prediction weighs the noisy steps, where ε is nearly x_t and ε's loss
+says almost nothing about x_0, 1/ᾱ_t times more. They decide the coarse shape of a sample, which is
+what a short training run lacks (:attr:`Diffusion.prediction`).
+
+**Labels and classifier-free guidance** (Ho & Salimans 2022). A conditional network ε_θ(x_t, t, y)
+with one extra label ∅ ("no label") is trained with y replaced by ∅ some of the time (``drop_labels``
+in :meth:`Diffusion.loss`), so that the same weights give both ε_θ(x_t, t, y) and ε_θ(x_t, t, ∅). The
+samplers then follow
+
+    ε̃ = (1 + w) ε_θ(x_t, t, y) − w ε_θ(x_t, t, ∅),
+
+the guidance weight w ≥ 0 pushing the samples towards what distinguishes y from the other labels: w = 0
+is the conditional model itself, larger w trades diversity for samples that are plainly of their label.
+
 Conventions. Steps t are counted 1..T as in the papers; the schedule's arrays are indexed by t and hold
 t = 0 too (β_0 = 0, ᾱ_0 = 1: x_0 is the data). The reverse variance σ_t² is β̃_t ("posterior", the
 default) or β_t ("beta"), the two choices of Ho et al. (section 3.2: β_t is optimal for data N(0, I),
@@ -59,11 +81,14 @@ from scratchgen.ops import concatenate
 from scratchgen.tensor import Tensor
 
 __all__ = [
-    "SCHEDULES", "linear_schedule", "cosine_schedule", "ddim_timesteps", "sinusoidal_embedding", "DenoisingMLP",
+    "PREDICTIONS", "SCHEDULES", "linear_schedule", "cosine_schedule", "ddim_timesteps", "sinusoidal_embedding", "DenoisingMLP",
     "Diffusion", "BoundTerms",
 ]
 
 LOG_2PI = math.log(2 * math.pi)
+
+#: What the network may predict: the noise ε, the data x_0, or v = √ᾱ_t ε − √(1 − ᾱ_t) x_0.
+PREDICTIONS = ("eps", "x0", "v")
 
 
 # ------------------------------------------------------------------------------------------- schedules
@@ -179,20 +204,28 @@ class Diffusion(nn.Module):
         T: the number of steps.
         schedule: "linear" or "cosine" (see :data:`SCHEDULES`), or an array of T betas.
         variance: σ_t² of the reverse steps: "posterior" (β̃_t) or "beta" (β_t).
+        prediction: what the network's output is (:data:`PREDICTIONS`): "eps" (Ho et al.), "x0" or "v".
+            The loss regresses it; every other method reads the noise back from it (:meth:`predict_eps`).
 
     Attributes:
         betas, alphas, alpha_bars, posterior_variances: (T + 1,) float64 arrays indexed by t, with β_0 = 0
             and ᾱ_0 = 1; ``posterior_variances`` holds β̃_t.
     """
 
-    def __init__(self, net: nn.Module, T: int = 1000, schedule="linear", variance: str = "posterior"):
+    def __init__(self, net: nn.Module, T: int = 1000, schedule="linear", variance: str = "posterior",
+                 prediction: str = "eps"):
         super().__init__()
         if variance not in ("posterior", "beta"):
             raise ValueError(f"Diffusion: variance must be 'posterior' or 'beta', got {variance!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"Diffusion: prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.prediction = prediction
         betas = SCHEDULES[schedule](T) if isinstance(schedule, str) else numpy.asarray(schedule, numpy.float64)
         if betas.shape != (T,) or not ((betas > 0) & (betas < 1)).all():
             raise ValueError(f"Diffusion: the schedule must be {T} betas in (0, 1), got shape {betas.shape}")
         self.net, self.T, self.variance = net, T, variance
+        # The samplers' per-step scalars come from host copies, so that no step waits on a device read.
+        self._host_alpha_bars = numpy.cumprod(1 - numpy.concatenate([[0.0], betas]))
         xp = backend.xp
         self.betas = xp.asarray(numpy.concatenate([[0.0], betas]))
         self.alphas = 1 - self.betas
@@ -200,6 +233,7 @@ class Diffusion(nn.Module):
         # β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t for t ≥ 1, so β̃_1 = 0; β̃_0 = 0 too, and never used.
         previous = xp.concatenate([xp.ones(1), self.alpha_bars[:-1]])
         self.posterior_variances = self.betas * (1 - previous) / xp.maximum(1 - self.alpha_bars, 1e-20)
+        self._host_reverse_variances = backend.to_numpy(self.reverse_variance(numpy.arange(T + 1)))
 
     def _at(self, array, t, like):
         """array[t] shaped to broadcast against ``like`` (N, ...): one coefficient per row, in like's dtype."""
@@ -248,19 +282,61 @@ class Diffusion(nn.Module):
 
     # ------------------------------------------------------------------ the reverse process p_θ
 
+    def _network(self, x_t: Tensor, t, y=None) -> Tensor:
+        """The network's raw output at (x_t, t), and y where there are labels."""
+        return self.net(x_t, t) if y is None else self.net(x_t, t, y)
+
+    def predict_eps(self, x_t: Tensor, t, y=None) -> Tensor:
+        """ε_θ(x_t, t), or ε_θ(x_t, t, y): the noise the network sees in x_t, read from its output by
+        :attr:`prediction` (the module docstring's formulas). A Tensor of x_t's shape, differentiable."""
+        out = self._network(x_t, t, y)
+        if self.prediction == "eps":
+            return out
+        xp = backend.xp
+        a, s = self._at(xp.sqrt(self.alpha_bars), t, x_t.data), self._at(xp.sqrt(1 - self.alpha_bars), t, x_t.data)
+        if self.prediction == "v":
+            return out * a + x_t * s
+        return (x_t - out * a) * (1 / s)  # x0: t ≥ 1, so s ≥ √β_1 > 0
+
+    def target(self, x0, t, noise):
+        """What the network's output should be at x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε: ε, x_0 or v (arrays)."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        xp = backend.xp
+        return self._at(xp.sqrt(self.alpha_bars), t, x0) * noise - self._at(xp.sqrt(1 - self.alpha_bars), t, x0) * x0
+
     def predicted_mean(self, x_t: Tensor, t, eps: Tensor) -> Tensor:
         """μ_θ(x_t, t) = (x_t − β_t/√(1 − ᾱ_t) ε_θ) / √α_t (Ho et al., eq. 11), from the predicted noise."""
         xp = backend.xp
         coefficient = self._at(self.betas / xp.sqrt(xp.maximum(1 - self.alpha_bars, 1e-20)), t, x_t.data)
         return (x_t - eps * coefficient) * self._at(1 / xp.sqrt(self.alphas), t, x_t.data)
 
-    def loss(self, x0: Tensor, t=None, noise=None) -> Tensor:
+    def loss(self, x0: Tensor, t=None, noise=None, y=None, drop_labels: float = 0.0) -> Tensor:
         """L_simple: the mean of (ε − ε_θ(x_t, t))² over the batch and coordinates, one step t ~ U{1..T}
-        and one ε per point (Ho et al., Algorithm 1). Pass t and noise to fix them."""
+        and one ε per point (Ho et al., Algorithm 1); for x_0- or v-prediction, the same with their
+        targets (:meth:`target`). Pass t and noise to fix them.
+
+        Args:
+            y: (N,) integer labels for a conditional network, or None.
+            drop_labels: the probability with which each label is replaced by the network's
+                ``null_label`` (∅), to train for classifier-free guidance: 0.1 in Ho & Salimans.
+        """
         x0 = x0.data if isinstance(x0, Tensor) else backend.xp.asarray(x0)
         t = backend.rng().integers(1, self.T + 1, size=len(x0)) if t is None else self._steps(t, len(x0))
         noise = backend.rng().standard_normal(x0.shape, dtype=x0.dtype) if noise is None else noise
-        return F.mse_loss(self.net(Tensor(self.q_sample(x0, t, noise)), t), Tensor(noise))
+        if not 0 <= drop_labels <= 1:
+            raise ValueError(f"Diffusion.loss: drop_labels is a probability, got {drop_labels}")
+        if drop_labels and y is None:
+            raise ValueError("Diffusion.loss: drop_labels needs labels y to drop")
+        if y is not None:
+            y = backend.xp.asarray(y)
+            if drop_labels:
+                dropped = backend.rng().random(len(y)) < drop_labels
+                y = backend.xp.where(dropped, self.net.null_label, y)
+        out = self._network(Tensor(self.q_sample(x0, t, noise)), t, y)
+        return F.mse_loss(out, Tensor(self.target(x0, t, noise)))
 
     # ------------------------------------------------------------------ the bound, term by term
 
@@ -271,7 +347,7 @@ class Diffusion(nn.Module):
         kl = 0.5 * (mean * mean + variance - 1 - backend.xp.log(variance))
         return Tensor(kl.reshape(len(x0), -1).sum(axis=1))
 
-    def transition_term(self, x0, t, noise=None) -> Tensor:
+    def transition_term(self, x0, t, noise=None, y=None) -> Tensor:
         """L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) at one x_t ~ q(x_t | x_0), for t ≥ 2: (N,).
 
         Between two Gaussians with variances β̃_t and σ_t² (per coordinate):
@@ -284,64 +360,101 @@ class Diffusion(nn.Module):
         x_t = self.q_sample(x0, t, noise)
         true_mean, true_variance = self.q_posterior(x0, x_t, t)
         variance = _per_row(self.reverse_variance(t), x0)
-        mean = self.predicted_mean(Tensor(x_t), t, self.net(Tensor(x_t), t))
+        mean = self.predicted_mean(Tensor(x_t), t, self.predict_eps(Tensor(x_t), t, y))
         diff = mean - Tensor(true_mean)
         constant = 0.5 * (backend.xp.log(variance / true_variance) + true_variance / variance - 1)
         kl = diff * diff * Tensor(0.5 / variance) + Tensor(backend.xp.broadcast_to(constant, x0.shape))
         return kl.reshape(len(x0), -1).sum(axis=1)
 
-    def decoder_term(self, x0, noise=None) -> Tensor:
+    def decoder_term(self, x0, noise=None, y=None) -> Tensor:
         """L_0 = −log N(x_0; μ_θ(x_1, 1), β_1 I) at one x_1 ~ q(x_1 | x_0): the Gaussian decoder, (N,)."""
         x0 = x0.data if isinstance(x0, Tensor) else x0
         t = self._steps(1, len(x0))
         x_1 = self.q_sample(x0, t, noise)
-        mean = self.predicted_mean(Tensor(x_1), t, self.net(Tensor(x_1), t))
+        mean = self.predicted_mean(Tensor(x_1), t, self.predict_eps(Tensor(x_1), t, y))
         variance = float(self.betas[1])
         diff = mean - Tensor(x0)
         return (0.5 * (diff * diff / variance + math.log(variance) + LOG_2PI)).reshape(len(x0), -1).sum(axis=1)
 
-    def bound_terms(self, x0) -> BoundTerms:
+    def bound_terms(self, x0, y=None) -> BoundTerms:
         """Every term of the bound for each point, one x_t per step and point: T network calls on N points.
 
-        ``bound_terms(x0).bound`` is an unbiased estimate of the bound L ≥ −log p_θ(x_0), in nats per point.
+        ``bound_terms(x0).bound`` is an unbiased estimate of the bound L ≥ −log p_θ(x_0), in nats per point;
+        with labels y, of L ≥ −log p_θ(x_0 | y).
         """
         x0 = x0.data if isinstance(x0, Tensor) else backend.xp.asarray(x0)
-        transitions = [self.transition_term(x0, t) for t in range(2, self.T + 1)]
+        transitions = [self.transition_term(x0, t, y=y) for t in range(2, self.T + 1)]
         empty = Tensor(backend.xp.zeros((0, len(x0)), dtype=x0.dtype))
         rows = concatenate([row.reshape(1, -1) for row in transitions]) if transitions else empty
-        return BoundTerms(self.prior_term(x0), rows, self.decoder_term(x0))
+        return BoundTerms(self.prior_term(x0), rows, self.decoder_term(x0, y=y))
 
     # ------------------------------------------------------------------ sampling
 
-    def _eps(self, x, t: int):
-        """ε_θ(x, t) as an array, without recording a graph."""
+    def _eps(self, x, t: int, y=None, guidance: float = 0.0):
+        """ε_θ(x, t) as an array, without recording a graph; with labels y, ε_θ(x, t, y), and with a
+        guidance weight w > 0 the guided (1 + w) ε_θ(x, t, y) − w ε_θ(x, t, ∅), both halves in one call."""
+        xp, n = backend.xp, len(x)
+        steps = xp.full(n, t)
         with no_grad():
-            return self.net(Tensor(x), backend.xp.full(len(x), t)).data
+            if y is None or not guidance:
+                return self.predict_eps(Tensor(x), steps, y).data
+            null = xp.full(n, self.net.null_label)
+            both = self.predict_eps(Tensor(xp.concatenate([x, x])), xp.concatenate([steps, steps]),
+                                    xp.concatenate([y, null])).data
+            return (1 + guidance) * both[:n] - guidance * both[n:]
 
-    def _start(self, n: int, x_T, dim):
-        """The sampler's x_T: the one given, as an array, or n fresh draws of N(0, I) of shape (n, *dim)."""
-        if x_T is not None:
-            return x_T.data if isinstance(x_T, Tensor) else backend.xp.asarray(x_T)
-        return backend.rng().standard_normal((n,) + tuple(dim), dtype=backend.DEFAULT_DTYPE)
+    def _denoised(self, x, t: int, eps, clip):
+        """x̂_0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t and the ε that goes with it: with ``clip`` = c, x̂_0 is held to
+        [−c, c] (images live in [−1, 1]; Ho et al.'s sampler clips so) and ε is read back from the clipped x̂_0."""
+        a, s = math.sqrt(self._host_alpha_bars[t]), math.sqrt(1 - self._host_alpha_bars[t])
+        x0_hat = (x - s * eps) / a
+        if clip is None:
+            return x0_hat, eps
+        x0_hat = backend.xp.clip(x0_hat, -clip, clip)
+        return x0_hat, (x - a * x0_hat) / s
 
-    def ancestral_steps(self, n: int, x_T=None, dim=(2,)):
+    def _start(self, n: int, x_T, dim, y, guidance: float):
+        """The sampler's x_T (the one given, as an array, or n fresh draws of N(0, I) of shape (n, *dim)),
+        and its labels as an (n,) array, checked (None for an unconditional sampler)."""
+        x = (x_T.data if isinstance(x_T, Tensor) else backend.xp.asarray(x_T)) if x_T is not None else \
+            backend.rng().standard_normal((n,) + tuple(dim), dtype=backend.DEFAULT_DTYPE)
+        if guidance < 0:
+            raise ValueError(f"Diffusion: the guidance weight must be at least 0, got {guidance}")
+        if y is None:
+            if guidance:
+                raise ValueError("Diffusion: guidance needs labels y to guide towards")
+            return x, None
+        y = backend.xp.full(len(x), y) if numpy.isscalar(y) else backend.xp.asarray(y)
+        if y.shape != (len(x),):
+            raise ValueError(f"Diffusion: {len(x)} samples but labels of shape {y.shape}")
+        return x, y
+
+    def ancestral_steps(self, n: int, x_T=None, dim=(2,), y=None, guidance: float = 0.0, clip=None):
         """Ho et al.'s Algorithm 2, step by step: yields (T, x_T), then (t − 1, x_{t−1}) after each step,
         x_{t−1} = μ_θ(x_t, t) + σ_t z with z ~ N(0, I), and z = 0 at the last step (t = 1).
 
         Args:
             n: number of samples; dim: one sample's shape. x_T: the starting noise (n, *dim), or None to draw it.
+            y: labels for a conditional network, one int or (n,); guidance: the weight w of classifier-free
+                guidance (0: none). clip: hold x̂_0 to [−clip, clip] and take the mean μ̃_t(x_t, x̂_0) of
+                the posterior (the same μ_θ when nothing is clipped); None: no clipping.
         """
-        x = self._start(n, x_T, dim)
+        x, y = self._start(n, x_T, dim, y, guidance)
         yield self.T, x
         for t in range(self.T, 0, -1):
-            mean = self.predicted_mean(Tensor(x), backend.xp.full(len(x), t), Tensor(self._eps(x, t))).data
+            steps, eps = backend.xp.full(len(x), t), self._eps(x, t, y, guidance)
+            if clip is None:
+                mean = self.predicted_mean(Tensor(x), steps, Tensor(eps)).data
+            else:
+                mean = self.q_posterior(self._denoised(x, t, eps, clip)[0], x, steps)[0]
             if t > 1:
                 noise = backend.rng().standard_normal(x.shape, dtype=x.dtype)
-                mean = mean + math.sqrt(float(self.reverse_variance(t))) * noise
+                mean = mean + math.sqrt(float(self._host_reverse_variances[t])) * noise
             x = mean
             yield t - 1, x
 
-    def ddim_steps(self, n: int, steps=None, eta: float = 0.0, x_T=None, dim=(2,)):
+    def ddim_steps(self, n: int, steps=None, eta: float = 0.0, x_T=None, dim=(2,), y=None, guidance: float = 0.0,
+                   clip=None):
         """DDIM (Song et al. 2021, eq. 12) over a subsequence τ of the steps: yields (t, x_t) from T to 0.
 
         From x_t to x_s, s the next step of τ (or 0): predict x̂_0 = (x_t − √(1 − ᾱ_t) ε_θ)/√ᾱ_t, then
@@ -354,7 +467,9 @@ class Diffusion(nn.Module):
         Args:
             steps: the number of steps (evenly spaced, :func:`ddim_timesteps`), or the steps themselves (the
                 largest should be T, where x_T ~ N(0, I) holds); None for all T.
-            eta: η from 0 to 1 (beyond 1, σ² would exceed 1 − ᾱ_s). n, x_T, dim: as in :meth:`ancestral_steps`.
+            eta: η from 0 to 1 (beyond 1, σ² would exceed 1 − ᾱ_s).
+            n, x_T, dim, y, guidance, clip: as in :meth:`ancestral_steps` (clip holds x̂_0, and ε_θ is
+                read back from it).
         """
         if not 0 <= eta <= 1:
             raise ValueError(f"ddim_steps: eta must be from 0 to 1, got {eta}")
@@ -362,24 +477,25 @@ class Diffusion(nn.Module):
         taus = ddim_timesteps(self.T, steps) if numpy.isscalar(steps) else sorted({int(s) for s in steps}, reverse=True)
         if not 1 <= taus[-1] <= taus[0] <= self.T:
             raise ValueError(f"ddim_steps: steps must lie from 1 to T = {self.T}, got {taus}")
-        x = self._start(n, x_T, dim)
+        x, y = self._start(n, x_T, dim, y, guidance)
         yield taus[0], x
         for t, s in zip(taus, taus[1:] + [0]):
-            a_t, a_s = float(self.alpha_bars[t]), float(self.alpha_bars[s])
-            eps = self._eps(x, t)
-            x0_hat = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            a_t, a_s = self._host_alpha_bars[t], self._host_alpha_bars[s]
+            x0_hat, eps = self._denoised(x, t, self._eps(x, t, y, guidance), clip)
             sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
             x = math.sqrt(a_s) * x0_hat + math.sqrt(max(1 - a_s - sigma ** 2, 0.0)) * eps  # max: round-off only
             if sigma > 0:
                 x = x + sigma * backend.rng().standard_normal(x.shape, dtype=x.dtype)
             yield s, x
 
-    def sample(self, n: int, sampler: str = "ancestral", steps=None, eta: float = 0.0, x_T=None, dim=(2,)) -> Tensor:
-        """n samples x_0, (n, *dim): by ``sampler`` "ancestral" (all T steps) or "ddim" (``steps``, ``eta``)."""
+    def sample(self, n: int, sampler: str = "ancestral", steps=None, eta: float = 0.0, x_T=None, dim=(2,), y=None,
+               guidance: float = 0.0, clip=None) -> Tensor:
+        """n samples x_0, (n, *dim): by ``sampler`` "ancestral" (all T steps) or "ddim" (``steps``, ``eta``);
+        y, guidance and clip as in :meth:`ancestral_steps`."""
         if sampler == "ancestral":
-            path = self.ancestral_steps(n, x_T, dim)
+            path = self.ancestral_steps(n, x_T, dim, y, guidance, clip)
         elif sampler == "ddim":
-            path = self.ddim_steps(n, steps, eta, x_T, dim)
+            path = self.ddim_steps(n, steps, eta, x_T, dim, y, guidance, clip)
         else:
             raise ValueError(f"Diffusion.sample: sampler must be 'ancestral' or 'ddim', got {sampler!r}")
         for _, x in path:
