@@ -41,11 +41,23 @@ def backend(request):
 _SESSION_BACKEND = sg.get_backend()  # numpy, or what SCRATCHGEN_BACKEND names (strict, cupy)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "numpy_only(reason): run this test on the numpy backend whatever the "
+                                       "session's backend, for the reason given (something only NumPy offers)")
+
+
 @pytest.fixture(autouse=True)
-def _seeded():
+def _seeded(request):
     """Each test starts on the session's backend, from the same random state, and a test that switches
-    backends (``set_backend``) leaves the next one where it found it."""
-    with sg.use_backend(_SESSION_BACKEND):
+    backends (``set_backend``) leaves the next one where it found it.
+
+    A test marked ``@pytest.mark.numpy_only("reason")`` starts on the numpy backend instead: it checks
+    something only NumPy offers (saving the random state, for a bit-for-bit resume), so under
+    ``SCRATCHGEN_BACKEND=strict`` it still runs, on NumPy, rather than being skipped."""
+    marker = request.node.get_closest_marker("numpy_only")
+    if marker is not None and not (marker.args and isinstance(marker.args[0], str)):
+        raise pytest.UsageError(f"{request.node.nodeid}: @pytest.mark.numpy_only needs its reason, a string")
+    with sg.use_backend("numpy" if marker is not None else _SESSION_BACKEND):
         sg.manual_seed(0)
         yield
 
@@ -69,14 +81,6 @@ def host(x):
     if x is None or isinstance(x, (int, float, complex, bool, np.generic)):
         return x
     return sg.backend.to_numpy(x)
-
-
-def needs_saved_rng_state(what: str) -> None:
-    """Skip the calling test unless the active backend's random state can be saved (``get_rng_state``: the
-    numpy backend only): ``what`` needs it, e.g. a resume that must repeat a run bit for bit."""
-    if sg.get_backend() != "numpy":
-        pytest.skip(f"{what}: the device generator's state cannot be saved (CuPy's neither), "
-                    f"so this runs on the numpy backend only")
 
 
 DEMOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demos")

@@ -9,7 +9,7 @@ import pytest
 import scratchgen as sg
 from scratchgen import checkpoint, nn, optim
 from scratchgen.data import DataLoader
-from conftest import host, needs_saved_rng_state
+from conftest import host
 
 
 def _assert_same(a, b, where="state"):
@@ -276,8 +276,8 @@ def _resumed_losses(tmp_path, restore_rng=True):
     return first + _train(model, opt, loader, 2), model
 
 
+@pytest.mark.numpy_only("an exact resume restores the saved random state, which only NumPy's generator can save")
 def test_resuming_from_a_checkpoint_repeats_the_uninterrupted_run_bit_for_bit(tmp_path):
-    needs_saved_rng_state("an exact resume restores the saved random state")
     model, opt, loader = _build(0)
     uninterrupted = _train(model, opt, loader, 4)
     resumed, resumed_model = _resumed_losses(tmp_path)

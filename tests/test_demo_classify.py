@@ -2,6 +2,7 @@
 
 import json
 
+import scratchgen as sg
 from conftest import last_json_line, load_demo
 
 
@@ -17,7 +18,7 @@ def test_classify_demo_writes_pictures_and_metrics(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["epoch"] for r in saved["history"]] == [1, 2]
-    assert saved["args"]["epochs"] == 2 and saved["backend"] == "numpy" and saved["wall_time_s"] > 0
+    assert saved["args"]["epochs"] == 2 and saved["backend"] == sg.get_backend() and saved["wall_time_s"] > 0
 
 
 def test_classify_demo_resumes_exactly(tmp_path, capsys):

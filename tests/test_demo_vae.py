@@ -46,6 +46,7 @@ def test_conv_gaussian_iwae_demo_runs(demo, tmp_path, capsys):
     assert not os.path.exists(os.path.join(out, "manifold.png"))  # a 20-d code has no 2-D manifold picture
 
 
+@pytest.mark.numpy_only("resuming exactly restores the saved random state, which only NumPy's generator can save")
 def test_dynamic_binarisation_trains_on_fresh_draws_and_resumes_exactly(demo, tmp_path, capsys):
     argv = ["--binarize", "dynamic", "--limit", "100", "--hidden", "16", "--latent-dim", "2", "--k", "2", "--quiet"]
     whole = demo.main(argv + ["--epochs", "2", "--out", str(tmp_path / "whole")])

@@ -237,7 +237,7 @@ def test_conditional_made_keeps_the_autoregressive_property_and_passes_gradcheck
     for d in range(5):  # output d has zero gradient in inputs d, d+1, ... whatever the label
         x.grad = None
         model(x, y)[0, d].backward()
-        assert not np.any(x.grad[0, d:])
+        assert not np.any(x.grad_tensor.numpy()[0, d:])
 
 
 def test_bayes_classification_sums_to_one_and_is_the_posterior_of_the_conditionals(rng):

@@ -16,7 +16,7 @@ from scratchgen.models.gan import (
     DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator, critic_loss, discriminator_loss,
     frozen, generator_loss, gradient_penalty, pack, r1_penalty, value_function,
 )
-from conftest import last_json_line, load_demo, t64
+from conftest import host, last_json_line, load_demo, t64
 
 
 def _sigmoid(x):
@@ -37,7 +37,8 @@ def _value(trainer, real, noise) -> float:
 
 
 def _parameters(module):
-    return [p.data.copy() for p in module.parameters()]
+    """Host copies of the module's parameters, to compare with later (``p.numpy()``)."""
+    return [p.numpy() for p in module.parameters()]
 
 
 def _float64(module):
@@ -123,16 +124,17 @@ def test_each_step_moves_only_its_own_player():
     real = sg.tensor(sg.data.ring8(32, rng=0))
     g_before, d_before = _parameters(trainer.generator), _parameters(trainer.discriminator)
     trainer.discriminator_step(real)
-    assert all(np.array_equal(a, p.data) for a, p in zip(g_before, trainer.generator.parameters()))
+    assert all(np.array_equal(a, p.numpy()) for a, p in zip(g_before, trainer.generator.parameters()))
     assert not any(trainer.generator_optimizer.state)  # G's optimiser never stepped
-    assert not all(np.array_equal(a, p.data) for a, p in zip(d_before, trainer.discriminator.parameters()))
+    assert not all(np.array_equal(a, p.numpy()) for a, p in zip(d_before, trainer.discriminator.parameters()))
 
     d_after = _parameters(trainer.discriminator)
     d_state = copy.deepcopy(trainer.discriminator_optimizer.state)
     trainer.generator_step(32)
-    assert all(np.array_equal(a, p.data) for a, p in zip(d_after, trainer.discriminator.parameters()))
-    assert all(np.array_equal(s["exp_avg"], t["exp_avg"]) for s, t in zip(d_state, trainer.discriminator_optimizer.state))
-    assert not all(np.array_equal(a, p.data) for a, p in zip(g_before, trainer.generator.parameters()))
+    assert all(np.array_equal(a, p.numpy()) for a, p in zip(d_after, trainer.discriminator.parameters()))
+    assert all(np.array_equal(host(s["exp_avg"]), host(t["exp_avg"]))
+               for s, t in zip(d_state, trainer.discriminator_optimizer.state))
+    assert not all(np.array_equal(a, p.numpy()) for a, p in zip(g_before, trainer.generator.parameters()))
     assert all(p.requires_grad for p in trainer.discriminator.parameters())  # unfrozen afterwards
 
 
@@ -140,7 +142,7 @@ def test_generator_step_reports_the_global_norm_of_gs_gradient():
     trainer = _small_trainer()
     stats = trainer.generator_step(16)
     # The step leaves the gradients in place (optimisers never write to them): the norm of what it used.
-    expected = np.sqrt(sum((p.grad.astype(np.float64) ** 2).sum() for p in trainer.generator.parameters()))
+    expected = np.sqrt(sum((host(p.grad).astype(np.float64) ** 2).sum() for p in trainer.generator.parameters()))
     assert stats["g_grad_norm"].item() == pytest.approx(expected, rel=1e-5)
     assert not stats["g_grad_norm"].requires_grad
 
@@ -223,6 +225,7 @@ def test_a_dense_gan_learns_the_mean_and_covariance_of_a_gaussian():
     np.testing.assert_allclose(cov, GAUSSIAN_COV, atol=0.15)
 
 
+@pytest.mark.numpy_only("resuming exactly restores the saved random state, which only NumPy's generator can save")
 def test_a_trainer_resumed_from_its_state_dict_continues_identically(tmp_path):
     def fresh():
         sg.manual_seed(1)
@@ -314,7 +317,7 @@ def test_gradient_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squa
     # D(x) = w·x + b has ∇ₓD = w at every x̂, whatever ε, so the penalty is λ(‖w‖ − 1)² exactly. A
     # packing critic sees p samples side by side: w has 2p entries, and the norm is the whole pack's.
     critic = _float64(MLPDiscriminator((2,), hidden=(), packing=packing))
-    critic.head.weight.data = rng.normal(0, 1, (1, 2 * packing))
+    critic.head.weight.data = sg.backend.asarray(rng.normal(0, 1, (1, 2 * packing)))
     w = critic.head.weight.numpy().ravel()
     real, fake = t64(rng.normal(size=(8, 2)), requires_grad=False), t64(rng.normal(size=(8, 2)), requires_grad=False)
     for gp_lambda in (10.0, 0.5):
@@ -385,8 +388,8 @@ def test_the_penalties_gradient_reaches_the_critics_weights(penalty, activation,
                 shifted[sign] = value().item()
             layer.weight.data = original
             numeric[index] = (shifted[1] - shifted[-1]) / (2 * h)
-        assert np.abs(layer.weight.grad).max() > 1e-3  # it does reach them
-        np.testing.assert_allclose(layer.weight.grad, numeric, rtol=1e-5, atol=1e-8)
+        assert np.abs(host(layer.weight.grad)).max() > 1e-3  # it does reach them
+        np.testing.assert_allclose(host(layer.weight.grad), numeric, rtol=1e-5, atol=1e-8)
 
 
 def test_a_linear_critic_trained_with_the_penalty_settles_at_its_penalised_optimum():
@@ -464,13 +467,14 @@ def test_a_wgan_gp_step_trains_a_packed_dcgan_critic_through_its_convolutions():
                          k=1, loss="wgan-gp")
     real = sg.rand(4, 1, 28, 28) * 2 - 1
     gradient_penalty(critic, real, trainer.sample(4)).backward()
-    assert all(np.abs(layer.weight.grad).max() > 0 for layer in (critic.body[0], critic.body[2], critic.head))  # double backward through conv
-    before = {name: p.data.copy() for name, p in critic.named_parameters()}
+    assert all(np.abs(host(layer.weight.grad)).max() > 0
+               for layer in (critic.body[0], critic.body[2], critic.head))  # double backward through conv
+    before = {name: p.numpy() for name, p in critic.named_parameters()}
     stats = trainer.train_iteration(lambda: real)
     assert all(np.isfinite(value.item()) for value in stats.values())
     # Every parameter moves but the last bias: a constant added to the critic cancels in mean D(x) − mean
     # D(G(z)) and leaves ∇ₓD alone, so its gradient is exactly 0.
-    unchanged = [name for name, p in critic.named_parameters() if np.array_equal(before[name], p.data)]
+    unchanged = [name for name, p in critic.named_parameters() if np.array_equal(before[name], p.numpy())]
     assert unchanged == ["head.bias"]
 
 
@@ -535,12 +539,13 @@ def test_the_state_dict_keeps_the_game_and_refuses_to_load_into_another(tmp_path
         with pytest.raises(ValueError, match="other settings"):
             trainer.load_state_dict(state)
         assert trainer.iteration == 0  # nothing half-loaded
-        assert all(np.array_equal(a, p.data) for a, p in zip(before, trainer.discriminator.parameters()))
+        assert all(np.array_equal(a, p.numpy()) for a, p in zip(before, trainer.discriminator.parameters()))
 
 
 # ---------------------------------------------------------------------------------------- the demo
 
 
+@pytest.mark.numpy_only("resuming exactly restores the saved random state, which only NumPy's generator can save")
 def test_toy_demo_writes_its_outputs_and_resumes_exactly(tmp_path, capsys):
     demo = load_demo("gan")
     # A constant learning rate: a decay schedule spans --epochs, so a 1-epoch run would decay differently.
@@ -576,6 +581,7 @@ def test_mnist_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
         assert (tmp_path / "run" / name).exists()
 
 
+@pytest.mark.numpy_only("resuming exactly restores the saved random state, which only NumPy's generator can save")
 def test_demo_plays_wgan_gp_with_the_papers_defaults_and_resumes_exactly(tmp_path, capsys):
     demo = load_demo("gan")
     flags = ["--dataset", "ring8", "--iterations-per-epoch", "8", "--eval-samples", "200", "--quiet",

@@ -93,7 +93,8 @@ def test_the_inertia_never_rises(backend, rng):
 def test_an_emptied_cluster_takes_the_farthest_point(rng):
     x, _ = blobs(rng, [[0, 0], [10, 0]], 30, 1.0)
     start = np.array([[0.0, 0.0], [10.0, 0.0], [1000.0, 1000.0]])  # the third centre attracts nothing
-    centres, labels, history = lloyd(x, start, tol=0)
+    centres, labels, history = lloyd(sg.backend.asarray(x), sg.backend.asarray(start), tol=0)
+    centres, labels = sg.backend.to_numpy(centres), sg.backend.to_numpy(labels)
     assert np.isfinite(centres).all() and sorted(set(labels.tolist())) == [0, 1, 2]
     assert history[-1] < history[0]
 

@@ -39,8 +39,8 @@ def raster_jacobian(model, h, w, inputs):
     total = np.zeros((h * w, h * w))
     for image in inputs:
         x = t64(np.repeat(image[None, None], h * w, axis=0))
-        model(x).backward(np.eye(h * w).reshape(h * w, 1, h, w))  # copy i asks for logit i's gradient
-        total += np.abs(x.grad.reshape(h * w, h * w))
+        model(x).backward(sg.tensor(np.eye(h * w).reshape(h * w, 1, h, w)))  # copy i asks for logit i's gradient
+        total += np.abs(x.grad_tensor.numpy().reshape(h * w, h * w))
     return total
 
 

@@ -70,7 +70,7 @@ def test_gradients_through_a_tiny_unet(rng):
     checked = [net.down[0].norm1.weight, net.up[0].embedding.weight, net.label_embedding.weight,
                net.time_embedding[0].bias, net.upsample[0][1].weight]
     for p in checked:  # off the initial ones and zeros, so no gradient is zero by symmetry
-        p.data = p.data + rng.standard_normal(p.shape) * 0.3
+        p.data = p.data + sg.backend.asarray(rng.standard_normal(p.shape) * 0.3)
     assert sg.gradcheck(lambda x, *params: net(x, t, y), [x] + checked)
 
 
@@ -97,7 +97,7 @@ def test_unet_learns_the_diffusion_loss_of_four_8x8_images():
     net = UNet(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=2)
     model = Diffusion(net, T=50)
     x0 = np.repeat(pictures, 7, axis=0)
-    t, noise = np.tile(np.arange(1, 50, 8), 4), rng.standard_normal(x0.shape).astype(np.float32)
+    t, noise = np.tile(np.arange(1, 50, 8), 4), sg.backend.asarray(rng.standard_normal(x0.shape).astype(np.float32))
 
     def held_out_loss():
         with sg.no_grad():

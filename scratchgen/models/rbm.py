@@ -76,8 +76,10 @@ MAX_EXACT_HIDDEN = 20
 
 
 def _array(x):
-    """The raw backend array of a Tensor, or the array itself (a NumPy array's own ``.data`` is a buffer)."""
-    return x.data if isinstance(x, Tensor) else x
+    """The raw backend array of a Tensor, or ``x`` (an array of either library, or a list) as an array of the
+    active backend: a NumPy array is copied to the device, as :func:`_as_tensor` copies it for the energies.
+    (Not ``x.data``: a NumPy array's own ``.data`` is a buffer.)"""
+    return x.data if isinstance(x, Tensor) else backend.asarray(x)
 
 
 class RBM(nn.Module):
