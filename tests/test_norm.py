@@ -3,7 +3,8 @@
 The forward pass against the formula in NumPy, the gradients by gradcheck (training and evaluation mode),
 the running statistics against PyTorch's update rule written out in NumPy, and the state's names. Group
 norm against a loop over samples and groups, gradchecked from one group (layer norm) to one per channel
-(instance norm).
+(instance norm), and its fused op against the Tensor ops it replaced (forward, backward and a gradient
+penalty), on contiguous inputs and on a convolution's transposed output.
 """
 
 import numpy as np
@@ -249,3 +250,80 @@ def test_group_norm_matches_pytorch(rng):
     expected = torch.nn.functional.group_norm(torch.from_numpy(x), 3, torch.from_numpy(gamma), torch.from_numpy(beta))
     got = F.group_norm(sg.tensor(x), 3, sg.tensor(gamma), sg.tensor(beta))
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def composed_group_norm(x, groups, weight=None, bias=None, eps=1e-5):
+    """Group norm composed of Tensor ops, as F.group_norm was before the fused op: the reference the op
+    must reproduce, forward and backward."""
+    rows = x.reshape(x.shape[0], groups, -1)  # (N, G, C/G·...): one row per group of each sample
+    centred = rows - rows.mean(axis=2, keepdims=True)
+    x_hat = (centred / ((centred * centred).mean(axis=2, keepdims=True) + eps).sqrt()).reshape(x.shape)
+    if weight is None:
+        return x_hat
+    per_channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    return x_hat * weight.reshape(per_channel) + bias.reshape(per_channel)
+
+
+@pytest.mark.parametrize("groups, shape", [(1, (2, 4, 3, 3)), (2, (3, 4, 5, 2)), (4, (2, 4, 3, 3)), (3, (2, 6, 7)),
+                                           (2, (5, 4)), (2, (2, 4, 2, 3, 2))])
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_op_matches_the_composed_ops_forward_and_backward(groups, shape, affine, rng):
+    x = t64(rng.standard_normal(shape) * 3 + 2)
+    parameters = [t64(rng.standard_normal(shape[1]) + 1), t64(rng.standard_normal(shape[1]))] if affine else []
+    seed = sg.tensor(rng.standard_normal(shape))
+    results = []
+    for fn in (F.group_norm, composed_group_norm):
+        out = fn(x, groups, *parameters)
+        grads = sg.grad(out, [x, *parameters], seed)
+        results.append([out.numpy()] + [g.numpy() for g in grads])
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def conv_layout(array):
+    """An (N, C, H, W) tensor laid out as a convolution's output is: (C, H, W', N) in memory with W' > W,
+    viewed as (N, C, H, W): neither C- nor F-contiguous, batch fastest."""
+    n, c, h, w = array.shape
+    wide = np.zeros((c, h, w + 2, n), dtype=array.dtype)
+    wide[:, :, :w] = array.transpose(1, 2, 3, 0)
+    return sg.tensor(wide)[:, :, :w].transpose(3, 0, 1, 2)
+
+
+def test_group_norm_of_a_transposed_view_gives_the_same_numbers_in_the_same_layout(rng):
+    x = (rng.standard_normal((4, 6, 3, 5)) * 2 + 1).astype(np.float32)
+    gamma, beta = sg.tensor(rng.standard_normal(6).astype(np.float32)), sg.tensor(rng.standard_normal(6).astype(np.float32))
+    view = conv_layout(x)
+    assert not view.data.flags.c_contiguous
+    out = F.group_norm(view, 3, gamma, beta)
+    np.testing.assert_allclose(out.numpy(), F.group_norm(sg.tensor(x), 3, gamma, beta).numpy(), rtol=1e-5, atol=1e-6)
+    if isinstance(out.data, np.ndarray):  # NumPy lays results out in their inputs' memory order
+        # Batch fastest, as the input: a layout the next convolution reads without a transposing copy.
+        assert out.data.strides[0] == out.data.itemsize
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_gradients_first_and_second_of_a_transposed_view(affine, rng):
+    x = t64(rng.standard_normal((3, 4, 2, 3)) * 2 + 1)
+    parameters = [t64(rng.standard_normal(4) + 1), t64(rng.standard_normal(4))] if affine else []
+
+    def fn(x, *parameters):
+        # conv_layout's view made with ops, so that the gradient flows back to x
+        wide = sg.ops.concatenate([x.transpose(1, 2, 3, 0), sg.zeros(4, 2, 2, 3, dtype=x.dtype)], axis=2)
+        return F.group_norm(wide[:, :, :3].transpose(3, 0, 1, 2), 2, *parameters)
+
+    assert sg.gradcheck(fn, [x, *parameters])
+    assert sg.gradgradcheck(fn, [x, *parameters])
+
+
+def test_group_norm_gradient_penalty_matches_the_composed_ops(rng):
+    """A gradient of a gradient, as a WGAN-GP's penalty takes it: ∂/∂(x, γ) of ‖∂(Σ v·y)/∂x‖² (β does not
+    reach ∂y/∂x)."""
+    x = t64(rng.standard_normal((2, 4, 3, 3)))
+    gamma, beta = t64(rng.standard_normal(4) + 1), t64(rng.standard_normal(4))
+    v = sg.tensor(rng.standard_normal((2, 4, 3, 3)))
+    results = []
+    for fn in (F.group_norm, composed_group_norm):
+        grad_x, = sg.grad((fn(x, 2, gamma, beta) * v).sum(), [x], create_graph=True)
+        results.append([g.numpy() for g in sg.grad((grad_x * grad_x).sum(), [x, gamma])])
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)

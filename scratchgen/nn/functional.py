@@ -386,8 +386,9 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: T
 
     Unlike batch norm, nothing is shared between the samples of a batch, so training and evaluation
     compute the same thing and there are no running statistics. G = 1 is layer norm over (C, H, W);
-    G = C is instance norm. Composed of Tensor ops (reshape, mean, sqrt), so its gradient, and the
-    gradient's gradient, come from theirs.
+    G = C is instance norm. One fused op, :class:`scratchgen.ops.norm.GroupNormalisation` (named so as not
+    to be confused with the layer), whose module docstring has the gradient; its backward is written with
+    Tensor ops, so it can be differentiated again.
 
     Args:
         x: (N, C, ...), e.g. (N, C, H, W).
@@ -414,11 +415,5 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: T
     for name, value in (("weight", weight), ("bias", bias)):
         if value is not None and value.shape != (channels,):
             raise ValueError(f"group_norm: {name} has shape {value.shape} but the input {x.shape} has {channels} channels")
-    groups = x.reshape(x.shape[0], num_groups, -1)  # (N, G, C/G·H·W): one row per group of each sample
-    centred = groups - groups.mean(axis=2, keepdims=True)
-    variance = (centred * centred).mean(axis=2, keepdims=True)
-    x_hat = (centred / (variance + eps).sqrt()).reshape(x.shape)
-    if weight is None:
-        return x_hat
-    per_channel = (1, channels) + (1,) * (x.ndim - 2)
-    return x_hat * weight.reshape(per_channel) + bias.reshape(per_channel)
+    inputs = (x,) if weight is None else (x, weight, bias)
+    return ops.GroupNormalisation.apply(*inputs, num_groups=num_groups, eps=eps)

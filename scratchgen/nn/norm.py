@@ -12,8 +12,8 @@ PyTorch's: ``weight`` (ones), ``bias`` (zeros), and the buffers ``running_mean``
 
 GroupNorm normalises each sample on its own, over groups of channels, so it has no running statistics
 and behaves the same in both modes: the normalisation of diffusion models' U-Nets, whose batches are
-small and whose every sample sits at its own noise level. It is composed of Tensor ops in
-:func:`scratchgen.nn.functional.group_norm`; its state is ``weight`` (ones) and ``bias`` (zeros).
+small and whose every sample sits at its own noise level. It is one fused op, whose math and gradient are
+in :mod:`scratchgen.ops.norm` too; its state is ``weight`` (ones) and ``bias`` (zeros).
 """
 
 from __future__ import annotations

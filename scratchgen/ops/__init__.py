@@ -9,7 +9,7 @@
 * :mod:`~scratchgen.ops.conv_shifted`: the same convolutions as sums of shifted matrix products, three
   ops that are each other's gradients (the fast path for stride-1 kernels, and for masked ones);
 * :mod:`~scratchgen.ops.pool`: max and average pooling (composed from im2col), nearest upsampling;
-* :mod:`~scratchgen.ops.norm`: batch normalisation, one fused op.
+* :mod:`~scratchgen.ops.norm`: batch and group normalisation, one fused op each.
 
 Every backward is written with Tensor ops, so every gradient can be differentiated again. The functions
 at the bottom are the functional forms of the ops that take several tensors.
@@ -24,7 +24,7 @@ from scratchgen.ops.shape import BroadcastTo, Concatenate, Index, IndexScatter, 
 from scratchgen.ops.reduce import LogSoftmax, LogSumExp, Max, Mean, Sum  # noqa: F401
 from scratchgen.ops.linalg import Affine, MatMul  # noqa: F401
 from scratchgen.ops.conv import Col2Im, Im2Col  # noqa: F401
-from scratchgen.ops.norm import BatchNorm  # noqa: F401
+from scratchgen.ops.norm import BatchNorm, GroupNormalisation  # noqa: F401
 from scratchgen.ops.pool import UpsampleNearest2d, WindowMax  # noqa: F401
 
 
