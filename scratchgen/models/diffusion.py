@@ -325,7 +325,7 @@ class Diffusion(nn.Module):
         """
         x0 = x0.data if isinstance(x0, Tensor) else backend.xp.asarray(x0)
         t = backend.rng().integers(1, self.T + 1, size=len(x0)) if t is None else self._steps(t, len(x0))
-        noise = backend.rng().standard_normal(x0.shape, dtype=x0.dtype) if noise is None else noise
+        noise = backend.rng().standard_normal(x0.shape, dtype=x0.dtype) if noise is None else backend.xp.asarray(noise)
         if not 0 <= drop_labels <= 1:
             raise ValueError(f"Diffusion.loss: drop_labels is a probability, got {drop_labels}")
         if drop_labels and y is None:
