@@ -60,9 +60,11 @@ SAMPLE_BATCH = 250  # images drawn at once on MNIST
 
 # The defaults that differ between the toys (issue 20's reference configuration) and MNIST.
 DEFAULTS = {
-    "toy": {"epochs": 20, "batch_size": 256, "lr": 1e-3, "schedule": "linear", "prediction": "eps", "ema": 0.0,
+    "toy": {"epochs": 20, "batch_size": 256, "lr": 1e-3, "decay_from": 1.0, "schedule": "linear", "prediction": "eps",
+            "ema": 0.0,
             "sampler": "ancestral", "eval_samples": 2500, "bound_points": 500, "clip": None},
-    "mnist": {"epochs": 15, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "prediction": "v", "ema": 0.995,
+    "mnist": {"epochs": 15, "batch_size": 64, "lr": 2e-3, "decay_from": 1.0, "schedule": "cosine", "prediction": "v",
+              "ema": 0.995,
               "sampler": "ddim", "eval_samples": 2000, "bound_points": 0, "clip": 1.0},
 }
 
@@ -75,6 +77,8 @@ def parse_args(argv=None):
     parser.add_argument("--steps-per-epoch", type=experiment.positive_int, default=1000,
                         help="toys: training steps between checkpoints; steps in all = --epochs x --steps-per-epoch "
                              "(MNIST: an epoch is one pass over the digits)")
+    parser.add_argument("--decay-from", type=experiment.fraction, default=None,
+                        help="the learning rate falls linearly to 0 from this fraction of training on (1: constant)")
     parser.add_argument("--T", type=experiment.positive_int, default=1000, help="diffusion steps")
     parser.add_argument("--schedule", choices=tuple(SCHEDULES), default=None,
                         help="betas: linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021); toys linear, MNIST cosine")
@@ -163,6 +167,8 @@ def train_toy(args, run) -> dict:
             window, total = [], 0.0
             for step in run.progress(range(1, args.steps_per_epoch + 1), epoch):
                 x0 = tensor((sampler(args.batch_size) - mean) / scale)  # fresh points, from scratchgen's seed
+                opt.lr = optim.linear_decay(args.lr, (epoch - 1) * args.steps_per_epoch + step - 1,
+                                            args.epochs * args.steps_per_epoch, args.decay_from)
                 loss = model.loss(x0)
                 value = check_finite(loss, epoch=epoch, step=step)
                 opt.zero_grad()
@@ -234,6 +240,8 @@ def train_mnist(args, run) -> dict:
         for epoch in range(start, args.epochs + 1):
             window, total, steps = [], 0.0, 0
             for steps, (x0, y) in enumerate(run.progress(loader, epoch), 1):
+                opt.lr = optim.linear_decay(args.lr, (epoch - 1) * len(loader) + steps - 1, args.epochs * len(loader),
+                                            args.decay_from)
                 loss = model.loss(x0, y=y.data if conditional else None, drop_labels=drop)
                 value = check_finite(loss, epoch=epoch, step=steps)
                 opt.zero_grad()

@@ -60,7 +60,7 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="embedded", choices=("embedded", "mnist", "fashion_mnist"))
     parser.add_argument("--seed", type=experiment.non_negative_int, default=0, help="seed of every random choice")
-    parser.add_argument("--backend", choices=("numpy", "cupy"), default=backend.get_backend(), help="array library")
+    experiment.add_backend_flag(parser)
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default: runs/unsupervised)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but the final JSON line")
     parser.add_argument("--clusters", type=experiment.positive_int, default=10, help="k of k-means")

@@ -69,8 +69,8 @@ from scratchgen.checkpoint import CheckpointError, atomic_write, load, save
 from scratchgen.optim import Optimizer
 from scratchgen.train import Diverged, History, ProgressBar, as_number
 
-__all__ = ["demo_parser", "Run", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
-           "fraction", "fraction_below_one"]
+__all__ = ["demo_parser", "add_backend_flag", "Run", "positive_int", "non_negative_int", "positive_float",
+           "non_negative_float", "fraction", "fraction_below_one"]
 
 # On --resume, arguments that say only how far to train and where and how to report: they may differ from
 # the checkpoint's without a word. Any other difference is warned about; see Run.resume for the rule.
@@ -154,7 +154,7 @@ def demo_parser(description: str, *, dataset: str = "embedded", datasets=None, e
     parser.add_argument("--lr", type=positive_float, default=lr,
                         help="learning rate (on --resume, it replaces the checkpoint's)")
     parser.add_argument("--seed", type=non_negative_int, default=seed, help="seed of every random choice")
-    parser.add_argument("--backend", choices=("numpy", "cupy"), default=backend.get_backend(), help="array library")
+    add_backend_flag(parser)
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default: runs/<demo name>)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
@@ -166,6 +166,14 @@ def demo_parser(description: str, *, dataset: str = "embedded", datasets=None, e
                             help="train data-parallel as one of the ranks of `mpiexec -n N` (needs the [mpi] "
                                  "extra); --batch-size is then per rank, so the batch of a step is N times it")
     return parser
+
+
+def add_backend_flag(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, defaulting to the active backend (what ``SCRATCHGEN_BACKEND`` chose): for
+    :func:`demo_parser` and for a demo with a command line of its own."""
+    parser.add_argument("--backend", choices=("numpy", "cupy", "strict"), default=backend.get_backend(),
+                        help="array library; strict is a test instrument, NumPy refusing host/device mixes as CuPy "
+                             "does (what SCRATCHGEN_BACKEND=strict selects)")
 
 
 class Run:

@@ -27,6 +27,8 @@ def test_demo_parser_defaults_and_flags():
                  "--out", "somewhere", "--resume", "--quiet", datasets=("embedded", "mnist"))
     assert (args.dataset, args.epochs, args.batch_size, args.lr, args.seed) == ("mnist", 3, 8, 1e-4, 5)
     assert (args.out, args.resume, args.quiet) == ("somewhere", True, True)
+    for name in ("numpy", "cupy", "strict"):  # strict too: the test instrument SCRATCHGEN_BACKEND=strict selects
+        assert _args("--backend", name).backend == name
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--epochs", "-1"], ["--dataset", "cifar"],

@@ -1,5 +1,10 @@
 """Denoising diffusion: the forward process, the posterior, the samplers and the bound, each against its
-formula or a second derivation; then a network that learns, and the demo on tiny settings."""
+formula or a second derivation; then a network that learns, and the demo on tiny settings.
+
+The schedule (``Diffusion.alpha_bars``, ...) lives on the active backend, and the forward process's
+methods (``q_sample``, ``q_step``, ...) take and return its arrays: the tests move their NumPy data there
+with ``sg.backend.asarray`` and compare on the host (``host``). The oracle networks compute, as networks
+do, on the active backend (``xp``)."""
 
 import json
 import math
@@ -9,7 +14,7 @@ import numpy as np
 import pytest
 
 import scratchgen as sg
-from conftest import last_json_line, load_demo
+from conftest import host, last_json_line, load_demo
 from scratchgen import optim
 from scratchgen.data import ring8
 from scratchgen.models.diffusion import (
@@ -25,8 +30,9 @@ class Oracle(sg.nn.Module):
         self.x0 = x0
 
     def forward(self, x, t):
+        xp = sg.backend.xp
         a_bar = self.alpha_bars[t][:, None]
-        return (x - sg.tensor(np.sqrt(a_bar) * self.x0)) * sg.tensor(1 / np.sqrt(1 - a_bar))
+        return (x - sg.tensor(xp.sqrt(a_bar) * xp.asarray(self.x0))) * sg.tensor(1 / xp.sqrt(1 - a_bar))
 
 
 class StandardNormalOracle(sg.nn.Module):
@@ -37,7 +43,7 @@ class StandardNormalOracle(sg.nn.Module):
         self.knows = knows
 
     def forward(self, x, t):
-        return x * sg.tensor(np.sqrt(1 - self.alpha_bars[t])[:, None] * self.knows)
+        return x * sg.tensor(sg.backend.xp.sqrt(1 - self.alpha_bars[t])[:, None] * self.knows)
 
 
 def with_net(net, **kwargs):
@@ -61,7 +67,7 @@ def test_schedules_match_their_papers():
 
 
 def test_sinusoidal_embedding_is_sines_then_cosines():
-    code = sinusoidal_embedding(np.array([0, 7]), 8)
+    code = host(sinusoidal_embedding(np.array([0, 7]), 8))
     assert code.shape == (2, 8) and code.dtype == np.float32
     np.testing.assert_allclose(code[0], [0, 0, 0, 0, 1, 1, 1, 1])
     frequencies = 10_000.0 ** (-np.arange(4) / 4)
@@ -76,11 +82,12 @@ def test_closed_form_equals_composed_steps_by_formula():
     m_t = √α_t m_{t−1}, v_t = α_t v_{t−1} + β_t from m_0 = x_0, v_0 = 0 gives √ᾱ_t x_0 and 1 − ᾱ_t."""
     for schedule in ("linear", "cosine"):
         d = with_net(Oracle(None), T=100, schedule=schedule)
+        alphas, betas = host(d.alphas), host(d.betas)
         x0 = np.array([[1.5, -0.3]])
         mean, variance = x0.copy(), 0.0
         for t in range(1, 101):
-            mean, variance = math.sqrt(d.alphas[t]) * mean, d.alphas[t] * variance + d.betas[t]
-            closed_mean, closed_variance = d.q_mean_variance(x0, t)
+            mean, variance = math.sqrt(alphas[t]) * mean, alphas[t] * variance + betas[t]
+            closed_mean, closed_variance = host(d.q_mean_variance(sg.backend.asarray(x0), t))
             np.testing.assert_allclose(closed_mean, mean, rtol=1e-12)
             np.testing.assert_allclose(closed_variance, variance, rtol=1e-12)
 
@@ -89,14 +96,14 @@ def test_closed_form_equals_composed_steps_by_sampling():
     """200,000 chains of 37 one-step transitions land where one jump q(x_37 | x_0) says."""
     d = with_net(Oracle(None), T=100)
     n, t = 200_000, 37
-    x0 = np.tile([[1.5, -0.3]], (n, 1))
+    x0 = sg.backend.asarray(np.tile([[1.5, -0.3]], (n, 1)))
     x = x0.copy()
     for step in range(1, t + 1):
         x = d.q_step(x, step)
     jumped = d.q_sample(x0, t)
-    mean, variance = d.q_mean_variance(x0[:1], t)
+    mean, variance = host(d.q_mean_variance(x0[:1], t))
     variance = variance.item()
-    for sample in (x, jumped):  # four standard errors: for the mean √(v/n), for the variance v·√(2/n)
+    for sample in (host(x), host(jumped)):  # four standard errors: for the mean √(v/n), for the variance v·√(2/n)
         np.testing.assert_allclose(sample.mean(axis=0), mean[0], atol=4 * math.sqrt(variance / n))
         np.testing.assert_allclose(sample.var(axis=0), variance, atol=4 * variance * math.sqrt(2 / n))
 
@@ -108,9 +115,9 @@ def test_posterior_is_bayes_rule():
     rng = np.random.default_rng(0)
     x0, x_t = rng.standard_normal((49, 2)), rng.standard_normal((49, 2))
     t = np.arange(2, 51)
-    a, b, a_bar_prev = d.alphas[t][:, None], d.betas[t][:, None], d.alpha_bars[t - 1][:, None]
+    a, b, a_bar_prev = host(d.alphas)[t][:, None], host(d.betas)[t][:, None], host(d.alpha_bars)[t - 1][:, None]
     precision = a / b + 1 / (1 - a_bar_prev)
-    mean, variance = d.q_posterior(x0, x_t, t)
+    mean, variance = host(d.q_posterior(sg.backend.asarray(x0), sg.backend.asarray(x_t), t))
     np.testing.assert_allclose(variance, 1 / precision, rtol=1e-10)
     np.testing.assert_allclose(mean, (np.sqrt(a) * x_t / b + np.sqrt(a_bar_prev) * x0 / (1 - a_bar_prev)) / precision,
                                rtol=1e-10)
@@ -139,7 +146,7 @@ def test_ddim_with_eta_1_over_all_steps_is_the_ancestral_sampler():
     ddim = [x for _, x in d.ddim_steps(40, None, eta=1.0, x_T=x_T)]
     assert len(ancestral) == len(ddim) == 61
     for a, b in zip(ancestral, ddim):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(host(a), host(b), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("sampler, steps, eta", [("ancestral", None, 0.0), ("ddim", None, 0.0), ("ddim", 7, 0.0),
@@ -168,7 +175,7 @@ def test_bound_terms_sum_to_minus_log_density_on_standard_normal_data():
     x0 = np.repeat(points, draws, axis=0)
     terms = d.bound_terms(x0)
     assert terms.transitions.shape == (199, len(x0))
-    a_bar_T = d.alpha_bars[-1]  # L_T in closed form: ½ Σ (ᾱ_T x_0² + (1 − ᾱ_T) − 1 − log(1 − ᾱ_T))
+    a_bar_T = float(d.alpha_bars[-1])  # L_T in closed form: ½ Σ (ᾱ_T x_0² + (1 − ᾱ_T) − 1 − log(1 − ᾱ_T))
     np.testing.assert_allclose(terms.prior.numpy(), 0.5 * (a_bar_T * (x0 ** 2).sum(1) - 2 * a_bar_T
                                                            - 2 * np.log(1 - a_bar_T)), rtol=1e-10, atol=1e-15)
     bound = terms.bound.numpy().reshape(len(points), draws)
@@ -201,9 +208,10 @@ class TargetOracle(sg.nn.Module):
         self.x0 = x0
 
     def forward(self, x, t):
-        a_bar = self.diffusion.alpha_bars[t][:, None]
-        noise = (x.data - np.sqrt(a_bar) * self.x0) / np.sqrt(1 - a_bar)
-        return sg.tensor(self.diffusion.target(self.x0, t, noise))
+        xp = sg.backend.xp
+        a_bar, x0 = self.diffusion.alpha_bars[t][:, None], xp.asarray(self.x0)
+        noise = (x.data - xp.sqrt(a_bar) * x0) / xp.sqrt(1 - a_bar)
+        return sg.tensor(self.diffusion.target(x0, t, noise))
 
 
 @pytest.mark.parametrize("prediction", PREDICTIONS)
@@ -214,7 +222,7 @@ def test_every_prediction_reads_back_the_true_noise(prediction):
     oracle = TargetOracle(x0)
     d = oracle.diffusion = Diffusion(oracle, T=100, schedule="cosine", prediction=prediction)
     t, noise = np.arange(1, 91, 3), np.random.default_rng(1).standard_normal(x0.shape)
-    x_t = d.q_sample(x0, t, noise)
+    x_t = d.q_sample(sg.backend.asarray(x0), t, sg.backend.asarray(noise))
     np.testing.assert_allclose(d.predict_eps(sg.tensor(x_t), t).numpy(), noise, rtol=1e-6, atol=1e-6)
     assert d.loss(x0, t=t, noise=noise).item() == pytest.approx(0, abs=1e-20)
     x_T = np.random.default_rng(2).standard_normal(x0.shape)
@@ -231,11 +239,13 @@ def test_v_loss_is_the_noise_loss_over_alpha_bar():
     rng = np.random.default_rng(0)
     x0, noise = rng.standard_normal((2, 6, 2), dtype=np.float32)
     t = np.array([1, 50, 300, 600, 900, 1000])
-    x_t = sg.tensor(d.q_sample(x0, t, noise))
-    v_error = ((net(x_t, t).numpy() - d.target(x0, t, noise)) ** 2).sum(axis=1)
+    on_device = sg.backend.asarray(x0), t, sg.backend.asarray(noise)
+    x_t = sg.tensor(d.q_sample(*on_device))
+    v_error = ((net(x_t, t).numpy() - host(d.target(*on_device))) ** 2).sum(axis=1)
     eps_error = ((d.predict_eps(x_t, t).numpy() - noise) ** 2).sum(axis=1)
-    np.testing.assert_allclose(eps_error, d.alpha_bars[t] * v_error, rtol=1e-3)
-    assert d.alpha_bars[1000] < 1e-4 < 0.99 < d.alpha_bars[1]  # from almost no weight to the same weight
+    alpha_bars = host(d.alpha_bars)
+    np.testing.assert_allclose(eps_error, alpha_bars[t] * v_error, rtol=1e-3)
+    assert alpha_bars[1000] < 1e-4 < 0.99 < alpha_bars[1]  # from almost no weight to the same weight
 
 
 class LabelledNet(sg.nn.Module):
@@ -245,8 +255,8 @@ class LabelledNet(sg.nn.Module):
     null_label = 10
 
     def forward(self, x, t, y=None):
-        self.seen = np.array(y)
-        return x * 0 + sg.tensor(np.asarray(y, dtype=np.float64)[:, None])
+        self.seen = np.array(host(y))  # a copy on the host
+        return x * 0 + sg.tensor(self.seen.astype(np.float64)[:, None])
 
 
 def test_label_dropout_replaces_a_share_of_the_labels_with_the_null_label():
@@ -270,7 +280,7 @@ def test_guidance_mixes_the_conditional_and_unconditional_noise():
     = (1 + w) y − 10 w with the labelled net."""
     d = Diffusion(LabelledNet(), T=10)
     x_T, y, w = np.zeros((3, 2)), np.array([0, 4, 9]), 2.0
-    a_bar = d.alpha_bars[10]
+    a_bar = float(d.alpha_bars[10])
     for guidance, eps in ((0.0, y), (w, (1 + w) * y - 10 * w)):
         x0 = d.sample(3, "ddim", steps=[10], x_T=x_T, y=y, guidance=guidance).numpy()
         np.testing.assert_allclose(x0, np.repeat(-np.sqrt(1 - a_bar) * eps[:, None] / np.sqrt(a_bar), 2, axis=1))

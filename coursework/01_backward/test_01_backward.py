@@ -14,6 +14,7 @@ import math
 import numpy as np
 import scratchgen as sg
 from scratchgen import nn, optim
+from scratchgen.backend import to_numpy
 from scratchgen.nn import functional as F
 
 STARTER = "softsign.py"
@@ -99,9 +100,10 @@ def test_same_derivative_as_autograd_through_the_library_ops(solution):
     solution.softsign(yours).sum().backward()  # the gradient of a sum is the elementwise derivative dy/dx
     (library / (1.0 + library.abs())).sum().backward()  # softsign built from the library's Div, Add and Abs
     assert yours.grad is not None, "no gradient reached x: does backward return it?"
-    error = np.abs(yours.grad - library.grad)
+    your_grad, library_grad = to_numpy(yours.grad), to_numpy(library.grad)  # to the host, to compare
+    error = np.abs(your_grad - library_grad)
     worst = np.unravel_index(error.argmax(), error.shape)
-    mine, theirs = float(yours.grad[worst]), float(library.grad[worst])
+    mine, theirs = float(your_grad[worst]), float(library_grad[worst])
     digits = _digits_to_tell_apart(mine, theirs)
     close = (f" The two agree to about {digits - 2} significant digits: a small constant (an eps added \"for "
              f"safety\", a rounded number) moves a derivative by that much; the exact one needs none."

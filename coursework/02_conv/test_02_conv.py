@@ -6,12 +6,17 @@
 The checks follow the order of the work: im2col against windows cut out by explicit loops; col2im as
 im2col's adjoint; the forward against the library's ``scratchgen.nn.functional.conv2d``; the backward by
 gradcheck and against the library's gradients; and a convolution that learns an edge detector.
+
+The checks make their data with NumPy, on the host; your im2col and col2im compute with ``xp`` on the
+active backend (NumPy, or CuPy on a GPU). So the grader moves its arrays there with ``asarray`` before
+calling them, and brings what they return back with ``to_numpy`` to compare.
 """
 
 import numpy as np
 
 import scratchgen as sg
 from scratchgen import optim
+from scratchgen.backend import asarray, to_numpy
 from scratchgen.nn import functional as F
 
 STARTER = "conv2d.py"
@@ -40,7 +45,7 @@ def test_im2col_rows_are_the_windows(solution):
     for x_shape, (_, kh, kw), stride, padding in GEOMETRIES:
         x = _rng().standard_normal(x_shape)
         expected, (oh, ow) = _windows_by_loops(x, kh, kw, stride, padding)
-        got = np.asarray(solution.im2col(x, kh, kw, stride, padding))
+        got = to_numpy(solution.im2col(asarray(x), kh, kw, stride, padding))
         where = f"x {x_shape}, kernel {kh}x{kw}, stride {stride}, padding {padding}"
         assert got.shape == expected.shape, (f"im2col({where}) has shape {got.shape}, expected (N·OH·OW, C·kh·kw) "
                                              f"= {expected.shape}")
@@ -59,9 +64,9 @@ def test_im2col_rows_are_the_windows(solution):
 def test_col2im_is_the_adjoint_of_im2col(solution):
     for x_shape, (_, kh, kw), stride, padding in GEOMETRIES:
         x = _rng(1).standard_normal(x_shape)
-        cols = np.asarray(solution.im2col(x, kh, kw, stride, padding))
+        cols = to_numpy(solution.im2col(asarray(x), kh, kw, stride, padding))
         c = _rng(2).standard_normal(cols.shape)
-        back = np.asarray(solution.col2im(c, x_shape, kh, kw, stride, padding))
+        back = to_numpy(solution.col2im(asarray(c), x_shape, kh, kw, stride, padding))
         assert back.shape == x_shape, f"col2im returned shape {back.shape}, expected the image's shape {x_shape}"
         lhs, rhs = float((cols * c).sum()), float((x * back).sum())
         assert np.isclose(lhs, rhs, rtol=1e-9, atol=1e-9), (
@@ -116,11 +121,12 @@ def test_backward_matches_the_library(solution):
         (F.conv2d(*library, stride=stride, padding=padding) * direction).sum().backward()
         for name, mine, theirs in zip(hints, yours, library):
             assert mine.grad is not None, f"backward returned no gradient for {name}"
-            assert np.shape(mine.grad) == theirs.grad.shape, (
-                f"the gradient of {name} has shape {np.shape(mine.grad)}, expected {theirs.grad.shape}")
-            assert np.allclose(mine.grad, theirs.grad, rtol=1e-8, atol=1e-9), (
+            mine_grad, their_grad = to_numpy(mine.grad), to_numpy(theirs.grad)  # to the host, to compare
+            assert mine_grad.shape == their_grad.shape, (
+                f"the gradient of {name} has shape {mine_grad.shape}, expected {their_grad.shape}")
+            assert np.allclose(mine_grad, their_grad, rtol=1e-8, atol=1e-9), (
                 f"kernel {kh}x{kw}, stride {stride}, padding {padding}: your gradient of {name} differs from the "
-                f"library's by up to {np.abs(mine.grad - theirs.grad).max():.3g}. Hint: {hints[name]}.")
+                f"library's by up to {np.abs(mine_grad - their_grad).max():.3g}. Hint: {hints[name]}.")
 
 
 def test_a_convolution_learns_an_edge_detector(solution):

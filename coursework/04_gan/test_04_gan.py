@@ -8,13 +8,15 @@ optimisers that, at every ``step()``, record which network they update, the grad
 apply and both networks' parameters. From that record it checks Algorithm 1 step by step against the
 library's losses in ``scratchgen.models.gan``: k discriminator steps then one generator step, fresh
 noise and data for each, each step applying exactly the gradient of its own loss, the other network left
-alone, and a GAN that learns a 1-D Gaussian.
+alone, and a GAN that learns a 1-D Gaussian. The record keeps NumPy copies on the host (``.numpy()``,
+``to_numpy``), whatever backend the networks run on.
 """
 
 import numpy as np
 
 import scratchgen as sg
 from scratchgen import optim
+from scratchgen.backend import to_numpy
 from scratchgen.models import gan
 from scratchgen.models.gan import MLPDiscriminator, MLPGenerator
 
@@ -33,6 +35,11 @@ class _Generator(MLPGenerator):
         if self.recording:
             self.inputs.append(z.numpy())
         return super().forward(z)
+
+
+def _grad_copy(p):
+    """A host copy of the gradient ``p`` holds now (None if it has none): later steps change p.grad."""
+    return None if p.grad is None else to_numpy(p.grad).copy()
 
 
 class _Record:
@@ -64,7 +71,7 @@ class _Record:
             else:
                 loss = gan.generator_loss(D(G(sg.tensor(noise))), "non_saturating")
             loss.backward()
-            grads = [np.zeros(p.shape) if p.grad is None else p.grad.copy() for p in params]
+            grads = [np.zeros(p.shape) if p.grad is None else _grad_copy(p) for p in params]
         finally:
             G.recording = True
             for p, grad, requires_grad in saved:
@@ -76,10 +83,10 @@ class _Record:
         real = self.batches[-1] if self.batches else None
         entry = {
             "who": who, "noise": noise, "real": real,
-            "grads": [None if p.grad is None else np.array(p.grad, copy=True) for p in optimizer.params],
+            "grads": [_grad_copy(p) for p in optimizer.params],
             "G": [p.numpy() for p in self.generator.parameters()],
             "D_before": [p.numpy() for p in self.discriminator.parameters()],
-            "G_grads": [None if p.grad is None else np.array(p.grad, copy=True) for p in self.generator.parameters()],
+            "G_grads": [_grad_copy(p) for p in self.generator.parameters()],
         }
         if noise is not None and (real is not None or who == "generator"):
             entry["loss"], entry["expected"] = self._library_loss(who, noise, real)

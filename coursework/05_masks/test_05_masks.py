@@ -7,12 +7,16 @@ The checks that matter most measure the network, not the masks: autograd compute
 masked network's outputs with respect to its inputs, which must be exactly zero wherever the ordering
 forbids a dependence; and a MADE with your masks must learn a Markov chain's density without ever
 beating its entropy (a model that "beats" it is peeking at the variable it predicts).
+
+Your masks are NumPy arrays, on the host; the networks run on the active backend (NumPy, or CuPy on a
+GPU), so the grader brings their gradients, and the library's masks, to the host with ``to_numpy``.
 """
 
 import numpy as np
 
 import scratchgen as sg
 from scratchgen import nn, optim
+from scratchgen.backend import to_numpy
 from scratchgen.models.made import made_masks as library_made_masks
 from scratchgen.nn import functional as F
 from scratchgen.nn.masked import conv_mask
@@ -85,7 +89,7 @@ def test_a_network_with_your_masks_is_autoregressive(solution):
     for d in range(6):
         x.grad = None
         net(x)[:, d].sum().backward()
-        sees = np.abs(x.grad).sum(axis=0) > 0  # which inputs output d depends on
+        sees = np.abs(to_numpy(x.grad)).sum(axis=0) > 0  # which inputs output d depends on
         forbidden = [int(j) for j in np.flatnonzero(sees & (degrees[0] >= degrees[0][d]))]
         assert not forbidden, (
             f"output {d} (position {degrees[0][d]} in the ordering) depends on inputs {forbidden}, at positions "
@@ -93,8 +97,8 @@ def test_a_network_with_your_masks_is_autoregressive(solution):
     first = int(np.flatnonzero(degrees[0] == 2)[0])  # the second variable can and should see the first
     x.grad = None
     net(x)[:, first].sum().backward()
-    assert np.abs(x.grad).sum() > 0, (f"output {first}, second in the ordering, sees no input at all: the masks cut "
-                                      f"too much")
+    assert np.abs(to_numpy(x.grad)).sum() > 0, (f"output {first}, second in the ordering, sees no input at all: "
+                                                f"the masks cut too much")
 
 
 def test_a_made_with_your_masks_learns_a_markov_chain(solution):
@@ -128,7 +132,7 @@ def test_pixelcnn_masks_match_the_library(solution):
     for k in (3, 5, 7):
         for kind in "AB":
             got = np.asarray(solution.pixelcnn_mask(k, kind))
-            expected = conv_mask(kind, (k, k))[0, 0]
+            expected = to_numpy(conv_mask(kind, (k, k))[0, 0])
             assert got.shape == (k, k), f"pixelcnn_mask({k}, {kind!r}) has shape {got.shape}, expected ({k}, {k})"
             centre = " and the centre" if kind == "B" else ""
             assert np.array_equal(got, expected), (
@@ -145,7 +149,7 @@ def _mask_mistake(mask, kind) -> str:
     """
     k = len(mask)
     c = k // 2
-    expected = conv_mask(kind, (k, k))[0, 0]
+    expected = to_numpy(conv_mask(kind, (k, k))[0, 0])
     if not np.array_equal(mask, expected) and np.array_equal(np.transpose(mask), expected):
         return (f"Your type-{kind} mask is the right one transposed (rows and columns swapped): its centre is "
                 f"right, but its left columns reach below the centre row, so a pixel sees the pixels below it "
@@ -176,7 +180,7 @@ def test_a_pixelcnn_stack_never_sees_the_pixel_it_predicts(solution):
             h = h.relu() if i < 2 else h
         x.grad = None
         h[0, 0, r, c].backward()
-        sees = np.abs(x.grad[0, 0]) > 0
+        sees = np.abs(to_numpy(x.grad)[0, 0]) > 0
         bad = [tuple(int(v) for v in b) for b in np.argwhere(sees & (order >= order[r, c]))]
         why = next((_mask_mistake(m, kind) for m, kind in zip(masks, "ABB") if _mask_mistake(m, kind)),
                    "Check the masks' taps against the raster order.")

@@ -16,6 +16,7 @@ import numpy as np
 
 import scratchgen as sg
 from scratchgen import nn, optim
+from scratchgen.backend import asarray
 from scratchgen.models.gan import critic_loss
 from scratchgen.models.penalties import sample_gradients
 
@@ -35,7 +36,8 @@ def _linear_critic(seed=0):
     """D(x) = w·flatten(x) + b, whose gradient is w at every x̂: ‖∇D‖ = ‖w‖ for every sample."""
     sg.manual_seed(seed)
     critic = _float64(nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(IMAGE)), 1)))
-    critic[1].weight.data = np.random.default_rng(seed).standard_normal((1, int(np.prod(IMAGE)))) * 0.4
+    weight = np.random.default_rng(seed).standard_normal((1, int(np.prod(IMAGE)))) * 0.4
+    critic[1].weight.data = asarray(weight)  # from the host to the backend the critic runs on
     return critic, critic[1].weight.numpy().ravel()
 
 

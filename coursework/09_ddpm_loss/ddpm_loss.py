@@ -8,9 +8,13 @@ your work from the repository's root with
 Conventions (those of scratchgen.models.diffusion): steps t are counted 1..T, and the schedule's array
 ``alpha_bars`` has T + 1 entries indexed by t itself, with alpha_bars[0] = ᾱ_0 = 1 (x_0 is the data):
 ᾱ_t is ``alpha_bars[t]``. Build one with ``Diffusion(net, T).alpha_bars``.
+
+The arrays are those of the active backend, as ``alpha_bars`` is: NumPy's, or CuPy's on a GPU. Compute
+with ``xp`` (``xp.sqrt``), which is whichever of the two is active.
 """
 
 import scratchgen as sg  # noqa: F401  (sg.backend.rng(), sg.tensor)
+from scratchgen.backend import xp  # noqa: F401  (xp.sqrt: NumPy, or CuPy on a GPU)
 from scratchgen.nn import functional as F  # noqa: F401  (F.mse_loss)
 
 
@@ -18,7 +22,7 @@ def q_sample(x0, t, alpha_bars, noise=None):
     """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε: a sample of q(x_t | x_0), in one jump.
 
     Args:
-        x0: the data, a NumPy array (N, ...) (float32 or float64).
+        x0: the data, an array (N, ...) (float32 or float64).
         t: the step of each example, an integer array (N,) with values in 1..T.
         alpha_bars: ᾱ_0..ᾱ_T, a float64 array (T + 1,).
         noise: ε, an array of x0's shape; None to draw it from N(0, I) with scratchgen's generator.
@@ -38,7 +42,7 @@ def ddpm_loss(net, x0, alpha_bars, t=None, noise=None):
     Args:
         net: the noise predictor ε_θ, called as net(x_t, t) with x_t a Tensor (N, ...) and t the integer
             array (N,); returns a Tensor of x_t's shape.
-        x0: the data, a NumPy array (N, ...).
+        x0: the data, an array (N, ...).
         alpha_bars: ᾱ_0..ᾱ_T, (T + 1,).
         t: the steps (N,); None to draw each uniformly from 1..T with scratchgen's generator.
         noise: ε (N, ...); None to draw it from N(0, I).

@@ -9,12 +9,17 @@ variance 1 − ᾱ_t over 20,000 draws of its own noise; the loss against the li
 fixed t and ε; t drawn uniformly from 1..T and ε from N(0, I); the loss's gradient in every parameter of
 the network, against the library's; and a small denoiser trained with your loss on the standardised ring
 of 8 Gaussians, measured with the library's loss.
+
+Your functions take arrays of the active backend (NumPy, or CuPy on a GPU), as ``Diffusion.alpha_bars`` is
+one: the grader makes its data with NumPy on the host, moves it there with ``asarray``, and brings what
+comes back to the host with ``to_numpy`` for its own arithmetic.
 """
 
 import numpy as np
 
 import scratchgen as sg
 from scratchgen import optim
+from scratchgen.backend import asarray, to_numpy
 from scratchgen.data import ring8
 from scratchgen.models.diffusion import DenoisingMLP, Diffusion
 from scratchgen.nn import functional as F
@@ -32,12 +37,14 @@ def _diffusion(T=100, seed=0, dtype=np.float64):
 
 
 def _data(n=6, seed=0):
+    """x_0 and ε, NumPy arrays on the host."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, 2)) + np.array([2.0, -1.0]), rng.standard_normal((n, 2))
 
 
 def _q_sample_mistake(x_t, x0, t, noise, alpha_bars) -> str:
-    """Which classic mistake gives x_t, if one does; '' otherwise."""
+    """Which classic mistake gives x_t, if one does; '' otherwise. Host arrays, alpha_bars included."""
+    alpha_bars = to_numpy(alpha_bars)
     a = alpha_bars[t][:, None]
     a_prev = alpha_bars[t - 1][:, None]
     guesses = {
@@ -58,23 +65,24 @@ def test_q_sample_is_exact_for_given_noise(solution):
     d = _diffusion()
     x0, noise = _data()
     t = np.array([1, 2, 10, 50, 99, 100])
-    got = np.asarray(solution.q_sample(x0, t, d.alpha_bars, noise))
-    expected = d.q_sample(x0, t, noise)
+    got = to_numpy(solution.q_sample(asarray(x0), asarray(t), d.alpha_bars, asarray(noise)))
+    expected = to_numpy(d.q_sample(asarray(x0), asarray(t), asarray(noise)))
     assert got.shape == x0.shape, f"q_sample gave shape {got.shape} for x0 of shape {x0.shape}"
     mistake = _q_sample_mistake(got, x0, t, noise, d.alpha_bars)
     assert np.allclose(got, expected, rtol=1e-9, atol=1e-12), (
         f"for t = {t.tolist()} and given ε, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε differs from yours by up to "
         f"{np.abs(got - expected).max():.3g}{': ' + mistake if mistake else ''}")
-    x32 = solution.q_sample(x0.astype(np.float32), t, d.alpha_bars, noise.astype(np.float32))
-    assert np.asarray(x32).dtype == np.float32, (f"q_sample turned float32 data into {np.asarray(x32).dtype}: "
-                                                 f"cast ᾱ_t (a float64 array) to x0.dtype first")
+    x32 = to_numpy(solution.q_sample(asarray(x0, np.float32), asarray(t), d.alpha_bars, asarray(noise, np.float32)))
+    assert x32.dtype == np.float32, (f"q_sample turned float32 data into {x32.dtype}: cast ᾱ_t (a float64 array) "
+                                     f"to x0.dtype first")
 
 
 def test_q_sample_has_the_mean_and_variance_of_q(solution):
     d = _diffusion()
     n, point = 20_000, np.array([2.0, -1.0])
     for step in (30, 1):
-        x_t = np.asarray(solution.q_sample(np.tile(point, (n, 1)), np.full(n, step), d.alpha_bars), np.float64)
+        x_t = to_numpy(solution.q_sample(asarray(np.tile(point, (n, 1))), asarray(np.full(n, step)), d.alpha_bars))
+        x_t = x_t.astype(np.float64)
         a_bar, a_bar_before = float(d.alpha_bars[step]), float(d.alpha_bars[step - 1])
         mean, variance = x_t.mean(axis=0), x_t.var(axis=0)
         # over 20,000 draws the standard error of the mean is √((1 − ᾱ_t)/20,000) ≤ 0.007, that of the
@@ -104,12 +112,14 @@ def test_loss_matches_the_library_for_fixed_t_and_noise(solution):
     d = _diffusion()
     x0, noise = _data()
     t = np.array([1, 3, 10, 40, 77, 100])
-    got = solution.ddpm_loss(d.net, x0, d.alpha_bars, t, noise).item()
-    expected = d.loss(x0, t, noise).item()
+    on_device = asarray(x0), asarray(t), asarray(noise)
+    got = solution.ddpm_loss(d.net, on_device[0], d.alpha_bars, *on_device[1:]).item()
+    expected = d.loss(*on_device).item()
     with sg.no_grad():
-        prediction = d.net(sg.tensor(d.q_sample(x0, t, noise)), t)
+        prediction = d.net(sg.tensor(d.q_sample(*on_device)), on_device[1])
         predicting_x0 = F.mse_loss(prediction, sg.tensor(x0)).item()
-    mistake = _q_sample_mistake(np.asarray(solution.q_sample(x0, t, d.alpha_bars, noise)), x0, t, noise, d.alpha_bars)
+    x_t = to_numpy(solution.q_sample(on_device[0], on_device[1], d.alpha_bars, on_device[2]))
+    mistake = _q_sample_mistake(x_t, x0, t, noise, d.alpha_bars)
     hint = (f" Your q_sample is wrong ({mistake})." if mistake else
             " That is the squared error against x_0: the network predicts the noise ε that made x_t, and the loss "
             "compares it with ε." if abs(got - predicting_x0) < 1e-9 * max(1.0, predicting_x0) else
@@ -131,7 +141,7 @@ class _Recorder(sg.nn.Module):
         self.steps = []
 
     def forward(self, x, t):
-        self.steps.append(np.asarray(t))
+        self.steps.append(to_numpy(t))
         return x * self.scale
 
 
@@ -139,7 +149,7 @@ def test_loss_draws_t_uniformly_from_1_to_T_and_the_noise_from_a_standard_normal
     T, n = 10, 20_000
     d = _diffusion(T=T)
     net = _Recorder()
-    mean_square = solution.ddpm_loss(net, np.zeros((n, 2)), d.alpha_bars).item()
+    mean_square = solution.ddpm_loss(net, asarray(np.zeros((n, 2))), d.alpha_bars).item()
     assert net.steps, "ddpm_loss never called the network"
     t = net.steps[-1]
     assert t.shape == (n,), f"t had shape {t.shape} for {n} points; expected ({n},): one step per point"
@@ -160,21 +170,22 @@ def test_loss_draws_t_uniformly_from_1_to_T_and_the_noise_from_a_standard_normal
 def test_gradients_reach_the_network(solution):
     d = _diffusion(seed=1)
     x0, noise = _data(seed=1)
-    t = np.array([2, 5, 20, 50, 80, 99])
+    x0, t, noise = asarray(x0), asarray(np.array([2, 5, 20, 50, 80, 99])), asarray(noise)
     loss = solution.ddpm_loss(d.net, x0, d.alpha_bars, t, noise)
     assert isinstance(loss, sg.Tensor) and loss.requires_grad, (
         "ddpm_loss returned something with no gradient: compute the loss from the network's output Tensor with "
         "Tensor ops (F.mse_loss), never on .numpy() arrays or with .item()")
     d.net.zero_grad()
     loss.backward()
-    yours = {name: None if p.grad is None else p.grad.copy() for name, p in d.net.named_parameters()}
+    yours = {name: None if p.grad is None else to_numpy(p.grad).copy() for name, p in d.net.named_parameters()}
     d.net.zero_grad()
     d.loss(x0, t, noise).backward()
     for name, p in d.net.named_parameters():
         assert yours[name] is not None, f"your loss sent no gradient into the network's {name}"
-        assert np.allclose(yours[name], p.grad, rtol=1e-6, atol=1e-12), (
+        library = to_numpy(p.grad)
+        assert np.allclose(yours[name], library, rtol=1e-6, atol=1e-12), (
             f"the gradient of your loss in {name} differs from that of the library's by up to "
-            f"{np.abs(yours[name] - p.grad).max():.3g}: compare the loss's value first (the check above)")
+            f"{np.abs(yours[name] - library).max():.3g}: compare the loss's value first (the check above)")
 
 
 # ------------------------------------------------------------------------------------------ learning
@@ -190,11 +201,11 @@ def test_a_denoiser_trained_with_your_loss_learns_the_ring(solution):
     reference = ring8(20_000, rng=0)
     mean, scale = reference.mean(axis=0), reference.std(axis=0)
     for _ in range(600):
-        loss = solution.ddpm_loss(d.net, (ring8(256) - mean) / scale, d.alpha_bars)
+        loss = solution.ddpm_loss(d.net, asarray((ring8(256) - mean) / scale), d.alpha_bars)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    test = (ring8(4000, rng=1) - mean) / scale
+    test = asarray((ring8(4000, rng=1) - mean) / scale)
     sg.manual_seed(1)
     with sg.no_grad():
         measured = float(np.mean([d.loss(test).item() for _ in range(5)]))  # 20,000 (x_0, t, ε) triples

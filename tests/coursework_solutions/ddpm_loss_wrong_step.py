@@ -2,16 +2,15 @@
 as if the schedule's array started at t = 1. At t = 1 it is ᾱ_0 = 1: x_1 = x_0, with no noise at all,
 and the network is asked to guess an ε it cannot see."""
 
-import numpy as np
-
 import scratchgen as sg
+from scratchgen.backend import xp
 from scratchgen.nn import functional as F
 
 
 def q_sample(x0, t, alpha_bars, noise=None):
     noise = sg.backend.rng().standard_normal(x0.shape, dtype=x0.dtype) if noise is None else noise
     a_bar = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1)).astype(x0.dtype)  # BUG: ᾱ_{t−1}, not ᾱ_t
-    return np.sqrt(a_bar) * x0 + np.sqrt(1 - a_bar) * noise
+    return xp.sqrt(a_bar) * x0 + xp.sqrt(1 - a_bar) * noise
 
 
 def ddpm_loss(net, x0, alpha_bars, t=None, noise=None):
