@@ -228,9 +228,9 @@ def randomised(module, seed=0):
     for layer in _walk(module):
         if isinstance(layer, MaskedAffineCoupling):
             last = layer.net[-1]
-            last.weight.data = rng.standard_normal(last.weight.shape) * 0.3
-            last.bias.data = rng.standard_normal(last.bias.shape) * 0.3
-            layer.scale.data = rng.uniform(0.5, 2.0, layer.scale.shape)
+            last.weight.data = sg.backend.asarray(rng.standard_normal(last.weight.shape) * 0.3)
+            last.bias.data = sg.backend.asarray(rng.standard_normal(last.bias.shape) * 0.3)
+            layer.scale.data = sg.backend.asarray(rng.uniform(0.5, 2.0, layer.scale.shape))
     return module
 
 
