@@ -24,7 +24,9 @@ Writes into --out (default runs/autoencoder):
 ``--chain`` (denoising model only) trains on digits binarised at 127 and then runs the autoencoder as a
 generative Markov chain, corrupt → denoise → draw x ~ Bernoulli(σ(logits)) → repeat (Bengio, Yao, Alain
 & Vincent 2013; :mod:`scratchgen.models.gsn`), ``--chains`` chains from random binary images and one from
-each of a few test digits, and adds:
+each of a few test digits, and adds (``--walkbacks k`` trains on k steps of that chain from each digit,
+every step's reconstruction scored against the digit, so that the model learns to pull back the
+wanderings of its own chain: :func:`scratchgen.models.gsn.walkback_loss`):
 
 * chain.png: one chain per row, its reconstruction means σ(logits) every ``--chain-steps``/10 steps
   (first rows from noise, last rows from test digits, shown at step 0);
@@ -51,7 +53,7 @@ from scratchgen.models.autoencoder import (
     reconstruction_loss,
 )
 from scratchgen.models.baselines import PCA, linear_probe_accuracy, reconstruction_errors
-from scratchgen.models.gsn import random_binary_images, run_chain
+from scratchgen.models.gsn import random_binary_images, run_chain, walkback_loss
 from scratchgen.tensor import tensor
 from scratchgen.train import check_finite
 
@@ -131,6 +133,9 @@ def main(argv=None) -> dict:
                         help="train on binarised digits, then sample by the denoising autoencoder's Markov chain")
     parser.add_argument("--chains", type=experiment.positive_int, default=100, help="chains from noise (--chain)")
     parser.add_argument("--chain-steps", type=experiment.positive_int, default=200, help="steps per chain (--chain)")
+    parser.add_argument("--walkbacks", type=experiment.positive_int, default=1,
+                        help="train on k steps of the chain from each digit, each scored against the digit "
+                             "(walkback, Bengio et al. 2013; 1: ordinary denoising training) (--chain)")
     parser.add_argument("--judge-epochs", type=experiment.positive_int, default=metrics.JUDGE_EPOCHS,
                         help="epochs the judge of the chain's digits (a ConvClassifier) trains for (--chain)")
     # A testing aid, hidden from --help: train the judge on this many images only.
@@ -141,6 +146,8 @@ def main(argv=None) -> dict:
                      f"got {args.noise_level}")
     if args.chain and args.model != "denoising":
         parser.error("--chain runs the Markov chain of a denoising autoencoder: use it with --model denoising")
+    if args.walkbacks > 1 and not args.chain:
+        parser.error("--walkbacks trains along the denoising autoencoder's chain: use it with --chain")
     if args.epochs is None:  # the shared flag, with a default that depends on the model
         args.epochs = DEFAULT_EPOCHS[args.model]
     run = experiment.Run(args, name="autoencoder", may_change=("chains", "chain_steps", "judge_epochs", "judge_subset"))
@@ -164,7 +171,10 @@ def main(argv=None) -> dict:
             bar = run.progress(loader, epoch)
             for step, (x,) in enumerate(bar, start=1):
                 opt.zero_grad()
-                loss = reconstruction_loss(model(x), x, args.loss)  # a denoising model corrupts x itself
+                if args.walkbacks > 1:
+                    loss = walkback_loss(model, x, args.walkbacks, args.loss)
+                else:
+                    loss = reconstruction_loss(model(x), x, args.loss)  # a denoising model corrupts x itself
                 value = check_finite(loss, epoch=epoch, step=step)
                 loss.backward()
                 opt.step()

@@ -42,12 +42,14 @@ def test_demo_default_epochs_depend_on_the_model_and_resume_continues(demo, tmp_
     assert demo.DEFAULT_EPOCHS == {"conv": 30, "dense": 60, "deep": 60, "denoising": 30}
 
 
-def test_demo_chain_writes_the_chain_pictures_and_judges_its_samples(demo, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("walkbacks", [1, 3])
+def test_demo_chain_writes_the_chain_pictures_and_judges_its_samples(demo, tmp_path, monkeypatch, capsys, walkbacks):
     monkeypatch.setenv("SCRATCHGEN_DATA_DIR", str(tmp_path / "cache"))  # the judge is trained and cached here
     out = tmp_path / "run"
     report = demo.main(["--model", "denoising", "--noise", "salt_and_pepper", "--noise-level", "0.4", "--chain",
                         "--chains", "8", "--chain-steps", "20", "--judge-epochs", "1", "--judge-subset", "300",
-                        "--epochs", "1", "--limit", "100", "--out", str(out), "--quiet"])
+                        "--epochs", "1", "--limit", "100", "--walkbacks", str(walkbacks), "--out", str(out), "--quiet"])
+    assert report["args"]["walkbacks"] == walkbacks and 0 < report["history"][0]["train_loss"] < 1
     for name in PICTURES + ("chain.png", "chain_samples.png"):
         assert (out / name).stat().st_size > 0, name
     final = report["final"]
@@ -60,3 +62,9 @@ def test_demo_chain_writes_the_chain_pictures_and_judges_its_samples(demo, tmp_p
 def test_demo_chain_needs_the_denoising_model(demo, tmp_path):
     with pytest.raises(SystemExit):
         demo.main(["--chain", "--out", str(tmp_path / "run"), "--quiet"])
+
+
+def test_demo_walkbacks_need_the_chain(demo, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        demo.main(["--model", "denoising", "--walkbacks", "2", "--out", str(tmp_path / "run"), "--quiet"])
+    assert "--walkbacks trains along the denoising autoencoder's chain" in capsys.readouterr().err
