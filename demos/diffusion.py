@@ -172,19 +172,11 @@ def train_toy(args, run) -> dict:
                 x0 = tensor((sampler(args.batch_size) - mean) / scale)  # fresh points, from scratchgen's seed
                 opt.lr = optim.linear_decay(args.lr, (epoch - 1) * args.steps_per_epoch + step - 1,
                                             args.epochs * args.steps_per_epoch, args.decay_from)
-                loss = model.loss(x0)
-                value = check_finite(loss, epoch=epoch, step=step)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if ema:
-                    ema.update()
+                value = optimise(model.loss(x0), opt, ema, epoch=epoch, step=step)
                 window.append(value)
                 total += value
                 if len(window) == CURVE_EVERY or step == args.steps_per_epoch:
-                    run.state["curves"]["epoch"].append((epoch - 1) * args.steps_per_epoch + step)
-                    run.state["curves"]["loss"].append(float(np.mean(window)))
-                    window = []
+                    window = record_point(run, (epoch - 1) * args.steps_per_epoch + step, window)
             run.log_epoch(epoch, loss=total / args.steps_per_epoch)
             run.save_checkpoint(epoch)
     final = {"steps": args.epochs * args.steps_per_epoch, "train_wall_time_s": run.elapsed}
@@ -246,18 +238,11 @@ def train_mnist(args, run) -> dict:
                 opt.lr = optim.linear_decay(args.lr, (epoch - 1) * len(loader) + steps - 1, args.epochs * len(loader),
                                             args.decay_from)
                 loss = model.loss(x0, y=y.data if conditional else None, drop_labels=drop)
-                value = check_finite(loss, epoch=epoch, step=steps)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if ema:
-                    ema.update()
+                value = optimise(loss, opt, ema, epoch=epoch, step=steps)
                 window.append(value)
                 total += value
-                if len(window) == CURVE_EVERY // 10:  # an epoch of the embedded digits is 63 steps: a point per 10
-                    run.state["curves"]["epoch"].append((epoch - 1) * len(loader) + steps)
-                    run.state["curves"]["loss"].append(float(np.mean(window)))
-                    window = []
+                if len(window) == CURVE_EVERY // 10:  # a point every 10 steps: an epoch of the digits is 125
+                    window = record_point(run, (epoch - 1) * len(loader) + steps, window)
             run.log_epoch(epoch, loss=total / max(steps, 1))
             run.save_checkpoint(epoch)
     final = {"steps": args.epochs * len(loader), "parameters": sum(p.data.size for p in net.parameters()),
@@ -305,6 +290,25 @@ def train_mnist(args, run) -> dict:
     plot.loss_curves(run.state["curves"], run.path("losses.png"), xlabel="step",
                      title=f"the simple loss: mean squared error of the {args.prediction}-prediction")
     return run.finish(**final)
+
+
+def optimise(loss, opt, ema, *, epoch: int, step: int) -> float:
+    """One training step on ``loss``: checked finite (:func:`~scratchgen.train.check_finite`), back-propagated,
+    the optimiser and the moving average (if any) stepped. Returns the loss's value."""
+    value = check_finite(loss, epoch=epoch, step=step)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if ema:
+        ema.update()
+    return value
+
+
+def record_point(run, step: int, window: list) -> list:
+    """Add the mean loss of ``window`` as the loss curve's point at ``step``; returns a fresh window."""
+    run.state["curves"]["epoch"].append(step)
+    run.state["curves"]["loss"].append(float(np.mean(window)))
+    return []
 
 
 def averaged(ema):
