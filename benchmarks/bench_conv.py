@@ -20,8 +20,13 @@ those FLOPs take at this machine's measured float32 matrix-product speed (the "F
 memory one step adds to the process: by tracemalloc (NumPy's arrays, scratchgen only) and by the
 resident-set high-water mark (both libraries, the same measure: Linux only).
 
+With ``--backend cupy`` scratchgen's steps run on the GPU (PyTorch's stay on the CPU), the FLOP limit of
+scratchgen's rows is the GPU's measured matrix-product speed, and scratchgen's memory is not measured
+(both measures see host memory only).
+
     python benchmarks/bench_conv.py --threads 2
     python benchmarks/bench_conv.py --layers      # each conv layer on the im2col and the shifted path
+    python benchmarks/bench_conv.py --backend cupy
 """
 
 import argparse
@@ -33,7 +38,9 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import configure_threads, interleaved_times, machine, try_import_torch  # noqa: E402
+from common import (HOST_MEMORY_NOTE, add_backend_flag, apply_backend, configure_threads,  # noqa: E402
+                    host_memory_measured, host_reads_line, interleaved_times, machine, synchronize,
+                    try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -45,8 +52,10 @@ parser.add_argument("--only", choices=("scratchgen", "pytorch"),
 parser.add_argument("--layers", action="store_true",
                     help="instead: each layer of these models, forward and backward, on the im2col and the "
                          "shifted path (what conv2d's method='auto' chooses from)")
+add_backend_flag(parser)
 args = parser.parse_args()
 configure_threads(args.threads)
+backend_line = apply_backend(args.backend)
 
 import numpy as np  # noqa: E402
 
@@ -190,9 +199,11 @@ def torch_steps(torch):
 # ---------------------------------------------------------------------------------------- measures
 
 
-def sgemm_gflops() -> float:
-    """This machine's float32 matrix-product speed: the best of five 2048² products, in GFLOP/s."""
-    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+def sgemm_gflops(xp=np) -> float:
+    """A float32 matrix-product speed: the best of five 2048² products with array module ``xp``, in
+    GFLOP/s: NumPy's on the CPU, or scratchgen's active backend's (``sg.backend.xp``), the GPU's on cupy."""
+    a = xp.asarray(rng.standard_normal((2048, 2048), dtype=np.float32))
+    a @ a  # the first product on a GPU loads its kernel
     best = min(_timed(lambda: a @ a) for _ in range(5))
     return 2 * 2048**3 / best / 1e9
 
@@ -200,6 +211,7 @@ def sgemm_gflops() -> float:
 def _timed(step) -> float:
     start = time.perf_counter()
     step()
+    synchronize()
     return time.perf_counter() - start
 
 
@@ -255,7 +267,8 @@ def layer_times():
     from scratchgen.ops import conv
 
     print(f"Convolution layers, forward + backward, float32, {args.threads} threads, {machine()}, "
-          f"{time.strftime('%Y-%m-%d')}; median (min) ms")
+          f"backend {sg.get_backend()}, {time.strftime('%Y-%m-%d')}; median (min) ms")
+    print(f"  {backend_line}")
     for name, transposed, shape, out, k, s, p, op, taps in LAYERS:
         x = sg.tensor(rng.standard_normal(shape, dtype=np.float32), requires_grad=shape[1] > 1)
         w_shape = (shape[1], out, k, k) if transposed else (out, shape[1], k, k)
@@ -268,7 +281,7 @@ def layer_times():
                     y = conv.conv_transpose2d(x, w, b, (s, s), (p, p), (op, op), (1, 1), method=method)
                 else:
                     y = conv.conv2d(x, w, b, (s, s), (p, p), (1, 1), taps=taps, method=method)
-                y.backward(np.ones(y.shape, np.float32))
+                y.backward(sg.ones_like(y))  # the seed made on the active backend, not in NumPy
             return run
 
         times = interleaved_times({m: step(m) for m in ("im2col", "shifted")}, warmup=2, repeats=args.repeats)
@@ -287,17 +300,37 @@ if torch is not None:
     libraries[f"PyTorch {torch.__version__}"] = torch_steps(torch)
 named = {(library, name): steps[name] for library, steps in libraries.items() for name in chosen}
 timings = interleaved_times(named, warmup=2, repeats=args.repeats)
-memory = {key: (traced_peak_mb(step) if key[0] == "scratchgen" else None, resident_peak_mb(step))
-          for key, step in named.items()}
-gflops = sgemm_gflops()
+measure_scratchgen_memory = host_memory_measured(args.backend)
+
+
+def step_memory(library, step):
+    """(traced MB, RSS MB) of one step: tracemalloc for scratchgen only (it sees NumPy's arrays, not
+    PyTorch's), the resident set for both; neither for scratchgen on cupy (they see host memory only)."""
+    if library != "scratchgen":
+        return None, resident_peak_mb(step)
+    if not measure_scratchgen_memory:
+        return None, None
+    return traced_peak_mb(step), resident_peak_mb(step)
+
+
+memory = {key: step_memory(key[0], step) for key, step in named.items()}
+host_gflops = sgemm_gflops()
+gflops = {library: host_gflops for library in libraries}  # PyTorch always runs on the CPU
+device_sgemm = ""
+if "scratchgen" in libraries and args.backend != "numpy":
+    gflops["scratchgen"] = sgemm_gflops(sg.backend.xp)
+    device_sgemm = f", {gflops['scratchgen']:.0f} on backend {args.backend} (scratchgen's FLOP limit)"
 
 print(f"Convolutional steps, float32, {args.threads} threads, {machine()}, backend {sg.get_backend()}, "
-      f"{time.strftime('%Y-%m-%d')}; sgemm {gflops:.0f} GFLOP/s")
+      f"{time.strftime('%Y-%m-%d')}; sgemm {host_gflops:.0f} GFLOP/s on the CPU{device_sgemm}")
+print(f"  {backend_line}")
+if not measure_scratchgen_memory:
+    print(f"  {HOST_MEMORY_NOTE}")
 print(f"  {'step':<14} {'library':<16} {'median (min) ms':>18} {'GFLOP':>7} {'x FLOP limit':>13} "
       f"{'traced MB':>10} {'RSS MB':>8}")
 for name in chosen:
-    limit_ms = FLOPS[name] / gflops / 1e6
     for library in libraries:
+        limit_ms = FLOPS[name] / gflops[library] / 1e6
         median, best = timings[library, name]
         traced, resident = memory[library, name]
         print(f"  {name:<14} {library:<16} {f'{median:.1f} ({best:.1f})':>18} {FLOPS[name] / 1e9:7.2f} "
@@ -307,3 +340,5 @@ for name in chosen:
         theirs = list(libraries)[1]
         ratio = [timings["scratchgen", name][i] / timings[theirs, name][i] for i in (0, 1)]
         print(f"  {name:<14} scratchgen / PyTorch: median {ratio[0]:.2f}x (min {ratio[1]:.2f}x)")
+if args.backend == "strict" and "scratchgen" in libraries:
+    print(f"  {host_reads_line({name: libraries['scratchgen'][name] for name in chosen})}")

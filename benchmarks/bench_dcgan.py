@@ -17,9 +17,11 @@ Adam on D.
 
 Each is timed for scratchgen and, when it is installed, for PyTorch on the CPU with the same model,
 dtype and thread count. The table gives the median step time and the peak memory that scratchgen's
-arrays take during a step (tracemalloc sees NumPy's allocations, not PyTorch's).
+arrays take during a step (tracemalloc sees NumPy's allocations, not PyTorch's, and not a GPU's: with
+``--backend cupy`` scratchgen runs on the GPU, PyTorch stays on the CPU, and memory is not measured).
 
     python benchmarks/bench_dcgan.py --threads 2
+    python benchmarks/bench_dcgan.py --backend cupy
 """
 
 import argparse
@@ -29,15 +31,18 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import configure_threads, interleaved_times, machine, try_import_torch  # noqa: E402
+from common import (HOST_MEMORY_NOTE, add_backend_flag, apply_backend, configure_threads,  # noqa: E402
+                    host_memory_measured, host_reads_line, interleaved_times, machine, try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--repeats", type=int, default=30)
 parser.add_argument("--only", choices=("scratchgen", "pytorch"),
                     help="time one library alone (interleaving two in one process slows both unevenly)")
+add_backend_flag(parser)
 args = parser.parse_args()
 configure_threads(args.threads)
+backend_line = apply_backend(args.backend)
 
 import numpy as np  # noqa: E402
 
@@ -73,13 +78,14 @@ def build(nn, unflatten):
 
 
 def steps(nn_module, unflatten, tensor, bce, adam, grad, leaf):
-    """(D step, G step, GP step) closures for one library; ``grad`` is its autograd.grad and ``leaf``
-    makes a tensor that requires a gradient."""
+    """(D step, G step, GP step) closures for one library; ``tensor`` makes one of its tensors from a NumPy
+    array (for scratchgen, on the active backend: done once here, outside the timed steps), ``grad`` is its
+    autograd.grad and ``leaf`` makes of such a tensor a new leaf that requires a gradient."""
     discriminator, generator = build(nn_module, unflatten)
     opt_d = adam(discriminator.parameters())
     opt_g = adam(generator.parameters())
     images, labels, noise, fakes = tensor(images_host), tensor(labels_host), tensor(noise_host), tensor(fakes_host)
-    real = tensor(np.ones((BATCH, 1), np.float32))
+    real, mixed_data = tensor(np.ones((BATCH, 1), np.float32)), tensor(mixed_host)
 
     def d_step():
         opt_d.zero_grad()
@@ -99,7 +105,7 @@ def steps(nn_module, unflatten, tensor, bce, adam, grad, leaf):
 
     def gp_step():
         opt_d.zero_grad()
-        mixed = leaf(mixed_host)
+        mixed = leaf(mixed_data)  # a fresh leaf on the same array: no copy from the host
         (slopes,) = grad(discriminator(mixed).sum(), mixed, create_graph=True)
         norms = ((slopes * slopes).sum((1, 2, 3)) + 1e-12) ** 0.5
         loss = discriminator(fakes).mean() - discriminator(images).mean() + 10.0 * ((norms - 1) ** 2).mean()
@@ -125,7 +131,7 @@ if args.only != "pytorch":
     results["scratchgen"] = steps(
         nn, nn.Unflatten((128, 7, 7)), sg.tensor, F.binary_cross_entropy_with_logits,
         lambda params: sg.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)),
-        sg.grad, lambda array: sg.tensor(array, requires_grad=True),
+        sg.grad, lambda t: sg.Tensor(t.data, requires_grad=True),
     )
 torch = None if args.only == "scratchgen" else try_import_torch(args.threads)
 if torch is not None:
@@ -134,7 +140,7 @@ if torch is not None:
         torch.nn, torch.nn.Unflatten(1, (128, 7, 7)), torch.from_numpy,
         torch.nn.functional.binary_cross_entropy_with_logits,
         lambda params: torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)),
-        torch.autograd.grad, lambda array: torch.tensor(array, requires_grad=True),
+        torch.autograd.grad, lambda t: t.detach().requires_grad_(),
     )
 
 STEPS = ("D", "G", "GP")
@@ -142,10 +148,13 @@ named_steps = {(library, which): step for library, all_steps in results.items() 
 timings = interleaved_times(named_steps, warmup=5, repeats=args.repeats)
 print(f"DCGAN training step, batch {BATCH}, 28×28, float32, {args.threads} threads, {machine()}, "
       f"backend {sg.get_backend()}, {time.strftime('%Y-%m-%d')}")
+print(f"  {backend_line}")
+if "scratchgen" in results and not host_memory_measured(args.backend):
+    print(f"  {HOST_MEMORY_NOTE}")
 print(f"  {'median (min) per step':<26} {'D step':>18} {'G step':>18} {'GP step':>18}   {'peak memory D / G / GP':>22}")
 for library, all_steps in results.items():
     memory = "(not traced)"
-    if library == "scratchgen":
+    if library == "scratchgen" and host_memory_measured(args.backend):
         memory = " / ".join(f"{peak_memory_mb(step):.1f}" for step in all_steps) + " MB"
     cells = (f"{timings[library, which][0]:7.2f} ({timings[library, which][1]:6.2f}) ms" for which in STEPS)
     print(f"  {library:<26} " + " ".join(f"{cell:>18}" for cell in cells) + f"   {memory:>22}")
@@ -154,3 +163,5 @@ if len(results) == 2:  # both libraries
     ratios = {which: [timings["scratchgen", which][i] / timings[theirs, which][i] for i in (0, 1)] for which in STEPS}
     print("  scratchgen / PyTorch, median (min): "
           + ", ".join(f"{which} {ratios[which][0]:.2f}x ({ratios[which][1]:.2f}x)" for which in STEPS))
+if args.backend == "strict" and "scratchgen" in results:
+    print(f"  {host_reads_line(dict(zip(STEPS, results['scratchgen'])))}")

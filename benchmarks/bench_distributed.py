@@ -13,7 +13,12 @@ Two measurements, both on the embedded MNIST subset, float32:
    example (the step less its Allreduce, over the rank's batch). The projection for N machines in
    docs/distributed.md uses these.
 
+With ``--backend cupy`` the demo and the worker run on the GPU (each rank takes the GPU numbered by its
+rank on the machine, modulo the GPUs there: ranks share one GPU when there is only one), and the
+Allreduce goes the way ``SCRATCHGEN_MPI_TRANSPORT`` says (host, cuda-aware or nccl; host by default).
+
     python benchmarks/bench_distributed.py --ranks 2 --epochs 3
+    python benchmarks/bench_distributed.py --ranks 2 --backend cupy
 """
 
 import argparse
@@ -26,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import configure_threads, machine  # noqa: E402
+from common import add_backend_flag, apply_backend, configure_threads, machine, synchronize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,6 +40,7 @@ parser.add_argument("--threads", type=int, default=2, help="BLAS threads of the 
 parser.add_argument("--epochs", type=int, default=3, help="VAE demo epochs per run")
 parser.add_argument("--steps", type=int, default=30, help="timed steps per model in the worker")
 parser.add_argument("--worker", action="store_true", help="(internal) measure the steps under mpiexec")
+add_backend_flag(parser)
 args = parser.parse_args()
 
 
@@ -47,7 +53,8 @@ def mpiexec() -> str:
 def vae_epoch_seconds(ranks: int, threads: int) -> float:
     """The VAE demo's training seconds per epoch, with ``ranks`` ranks (1: no MPI) of ``threads`` threads."""
     with tempfile.TemporaryDirectory() as out:
-        demo = [sys.executable, "demos/vae.py", "--epochs", str(args.epochs), "--k", "1", "--quiet", "--out", out]
+        demo = [sys.executable, "demos/vae.py", "--epochs", str(args.epochs), "--k", "1", "--quiet", "--out", out,
+                "--backend", args.backend]
         if ranks > 1:
             demo = [mpiexec(), "-n", str(ranks)] + demo + ["--distributed", "--batch-size", str(100 // ranks)]
         env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
@@ -59,26 +66,31 @@ def vae_epoch_seconds(ranks: int, threads: int) -> float:
 def worker() -> None:
     """Time training steps of three models with a DistributedOptimizer; rank 0 prints a JSON line."""
     configure_threads(1)
+    apply_backend(args.backend)  # before distributed.init, which gives each rank its GPU
     import numpy as np
 
-    from scratchgen import Tensor, distributed, optim
+    import scratchgen as sg
+    from scratchgen import distributed, optim
     from scratchgen.models.gan import DCGANDiscriminator, DCGANGenerator, GANTrainer
     from scratchgen.models.vae import ConvVAE, DenseVAE
 
     comm = distributed.init()
     batch = 64 // comm.size
-    images = Tensor(np.random.default_rng(comm.rank).random((batch, 1, 28, 28), dtype=np.float32))
-    binary = Tensor((images.numpy() < 0.3).astype(np.float32))
+    host = np.random.default_rng(comm.rank).random((batch, 1, 28, 28), dtype=np.float32)
+    images = sg.tensor(host)  # made in NumPy, then copied to the active backend once
+    binary = sg.tensor((host < 0.3).astype(np.float32))
     results = {}
 
     def measure(name, step, optimizers, parameters):
         for _ in range(3):
             step()
+        synchronize()
         for opt in optimizers:
             opt.allreduce_seconds = 0.0
         began = time.perf_counter()
         for _ in range(args.steps):
             step()
+        synchronize()  # on a GPU the last steps' kernels may still be running
         seconds = (time.perf_counter() - began) / args.steps
         allreduce = sum(opt.allreduce_seconds for opt in optimizers) / args.steps
         results[name] = {"step_ms": 1e3 * seconds, "allreduce_ms": 1e3 * allreduce,
@@ -103,7 +115,7 @@ def worker() -> None:
         adam = optim.Adam(network.parameters(), 2e-4, betas=(0.5, 0.999))
         players.append(distributed.DistributedOptimizer(adam, comm))
     trainer = GANTrainer(generator, discriminator, *players)
-    real = Tensor(images.numpy() * 2 - 1)
+    real = sg.tensor(host * 2 - 1)
     measure("DCGAN (D step + G step)", lambda: trainer.train_iteration(lambda: real), players,
             generator.num_parameters() + discriminator.num_parameters())
     if comm.rank == 0:
@@ -114,7 +126,7 @@ def main() -> None:
     one_thread = vae_epoch_seconds(1, 1)
     single = vae_epoch_seconds(1, args.threads)
     parallel = vae_epoch_seconds(args.ranks, 1)
-    print(f"{machine()}; float32; {time.strftime('%Y-%m-%d')}")
+    print(f"{machine()}; float32; backend {args.backend}; {time.strftime('%Y-%m-%d')}")
     print(f"VAE demo (dense 784-400-20, embedded MNIST, batch 100), training seconds per epoch over {args.epochs}:")
     print(f"  1 process, 1 BLAS thread:        {one_thread:.2f} s")
     print(f"  1 process, {args.threads} BLAS threads:      {single:.2f} s")
@@ -123,7 +135,7 @@ def main() -> None:
           f"{one_thread / parallel:.2f}x the 1-thread one)")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([mpiexec(), "-n", str(args.ranks), sys.executable, __file__, "--worker",
-                           "--steps", str(args.steps)], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+                           "--steps", str(args.steps), "--backend", args.backend], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"\nOne step on {report['ranks']} ranks, global batch 64 ({report['batch_per_rank']} per rank), "
           f"1 thread each:")

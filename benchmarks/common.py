@@ -1,7 +1,16 @@
-"""Shared timing helpers for the benchmarks: thread pinning, median step times, a table printer.
+"""Shared helpers for the benchmarks: thread pinning, the backend flag, median step times, the machine.
 
 Run benchmarks by hand (never as tests), e.g. ``python benchmarks/bench_mlp.py --threads 2``. Set the
-thread count *before* NumPy is imported: ``configure_threads`` must be called first thing.
+thread count *before* NumPy is imported: ``configure_threads`` must be called first thing, so this module
+imports neither NumPy nor scratchgen at the top.
+
+Every benchmark that times scratchgen takes ``--backend numpy|cupy|strict`` (:func:`add_backend_flag`,
+then :func:`apply_backend` once the threads are pinned). On ``cupy`` the GPU runs its kernels while
+Python goes on, so a step's time means something only if the step ends by waiting for the device:
+:func:`interleaved_times` calls scratchgen's ``backend.synchronize()`` after every step (a no-op on
+NumPy). ``strict`` is the test backend of :mod:`scratchgen._strict`: NumPy underneath, but it refuses
+host/device mixes as CuPy would, so a benchmark that runs on it has no hidden host copies (its times
+mean nothing).
 """
 
 from __future__ import annotations
@@ -9,7 +18,10 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
+
+BACKENDS = ("numpy", "cupy", "strict")
 
 
 def configure_threads(threads: int) -> None:
@@ -18,9 +30,51 @@ def configure_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
-def interleaved_times(named_steps: dict, warmup: int, repeats: int) -> dict:
+def add_backend_flag(parser) -> None:
+    """``--backend numpy|cupy|strict`` (default numpy): where scratchgen's arrays live during the run."""
+    parser.add_argument("--backend", choices=BACKENDS, default="numpy",
+                        help="scratchgen's array backend: numpy (CPU), cupy (NVIDIA GPU), or strict (a check "
+                             "that no host array leaks into device code; its times mean nothing)")
+
+
+def apply_backend(name: str) -> str:
+    """Switch scratchgen to backend ``name``; call after :func:`configure_threads`. Returns a line for the
+    output saying what runs where (PyTorch, when compared, always runs on the CPU)."""
+    import scratchgen  # here, not at the top: the threads must be pinned before NumPy loads
+
+    scratchgen.set_backend(name)
+    if name == "cupy":
+        return "backend cupy: scratchgen on the GPU, timed to the end of each step; PyTorch (if compared) on the CPU"
+    if name == "strict":
+        return "backend strict: a host/device leak check, not a timing (NumPy underneath, CuPy's rules at the boundary)"
+    return "backend numpy: everything on the CPU"
+
+
+def host_memory_measured(name: str) -> bool:
+    """Whether host memory measures (tracemalloc, the resident set) say anything about scratchgen's arrays
+    on backend ``name``: not on cupy, whose arrays live in GPU memory, which neither sees."""
+    return name != "cupy"
+
+
+HOST_MEMORY_NOTE = ("memory: not measured for scratchgen on cupy: tracemalloc and the resident set see host "
+                    "memory only, and its arrays live on the GPU")
+
+
+def synchronize() -> None:
+    """Wait until the device has finished the work queued so far: scratchgen's ``backend.synchronize()``
+    once scratchgen is imported (nothing to wait for on NumPy), else nothing."""
+    backend = sys.modules.get("scratchgen.backend")
+    if backend is not None:
+        backend.synchronize()
+
+
+def interleaved_times(named_steps: dict, warmup: int, repeats: int, synchronize=synchronize) -> dict:
     """(median, min) ms of each step, timing them in turn, round after round, so that all see the same
     machine. On a machine shared with other work the minimum is the better estimate of the step's cost.
+
+    Each step is followed by ``synchronize()`` (by default scratchgen's, a no-op on NumPy) inside its
+    time: on a GPU a step returns as soon as its kernels are queued, and without the wait its time would
+    be the time to queue them, with the work itself billed to whichever step comes next.
 
     The warm-up also runs every step in turn, as a GAN's training loop does: the process's malloc then
     reuses the memory that the largest arrays freed instead of mapping fresh pages for every step
@@ -29,13 +83,28 @@ def interleaved_times(named_steps: dict, warmup: int, repeats: int) -> dict:
     for _ in range(warmup):
         for step in named_steps.values():
             step()
+            synchronize()
     times = {name: [] for name in named_steps}
     for _ in range(repeats):
         for name, step in named_steps.items():
             start = time.perf_counter()
             step()
+            synchronize()
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+
+
+def host_reads_line(named_steps: dict) -> str:
+    """On the strict backend: how many values each step reads back to the host (``.item()``, ``float()``,
+    ``to_numpy``...), one run of each. Not leaks (those raise), but each is a wait for the GPU on CuPy."""
+    from scratchgen import backend
+
+    counts = []
+    for name, step in named_steps.items():
+        backend.strict_host_reads(reset=True)
+        step()
+        counts.append(f"{name if isinstance(name, str) else ' '.join(name)} {backend.strict_host_reads(reset=True)}")
+    return "host reads per step (each a wait for the GPU on cupy): " + ", ".join(counts)
 
 
 def machine() -> str:
@@ -43,7 +112,8 @@ def machine() -> str:
 
 
 def try_import_torch(threads: int):
-    """PyTorch if it is installed (it is never required), pinned to ``threads``; else None."""
+    """PyTorch if it is installed (it is never required), pinned to ``threads``; else None. The benchmarks
+    run it on the CPU whatever scratchgen's backend."""
     try:
         import torch
     except ImportError:
