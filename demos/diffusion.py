@@ -266,12 +266,9 @@ def train_mnist(args, run) -> dict:
     samples = np.clip(np.concatenate(samples), -1, 1)
     images01 = (samples + 1) / 2  # in [0, 1], as the judge and the training images have them
     final.update(metrics.judge_digits(images01, args.mnist_source, epochs=args.judge_epochs,
-                                      train_subset=args.judge_subset, verbose=not args.quiet))
+                                      train_subset=args.judge_subset, verbose=not args.quiet, asked_labels=asked))
     if conditional:
         final["guidance"] = args.guidance
-        final["conditional_accuracy"] = metrics.conditional_accuracy(
-            metrics.mnist_classifier(args.mnist_source, epochs=args.judge_epochs, train_subset=args.judge_subset)[0],
-            images01, asked)
 
     how = f"{sampler_name(args)}, after {final['steps']:,} steps"
     scores = (f"Inception Score {final['inception_score']:.2f} (real digits {final['real_inception_score']:.2f}), "

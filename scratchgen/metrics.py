@@ -257,7 +257,7 @@ def classifier_scores(classifier, images, reference_images) -> dict:
 
 
 def judge_digits(images, dataset: str = "embedded", epochs: int = JUDGE_EPOCHS, train_subset: int | None = None,
-                 verbose: bool = False) -> dict:
+                 verbose: bool = False, asked_labels=None) -> dict:
     """Every figure by which generated digits are judged here, beside the real digits' own.
 
     The judge is :func:`mnist_classifier` (trained on first use, then cached). The samples' class shares,
@@ -268,11 +268,13 @@ def judge_digits(images, dataset: str = "embedded", epochs: int = JUDGE_EPOCHS, 
     Args:
         images: generated digits (N, 1, 28, 28) or (N, 28, 28), in [0, 1] (host or device).
         dataset, epochs, train_subset, verbose: the judge's, as in :func:`mnist_classifier`.
+        asked_labels: for samples of a conditional model, the (N,) labels they were asked for; adds their
+            :func:`conditional_accuracy` under the same judge.
 
     Returns:
         {judge_epochs, judge_test_accuracy, class_shares, min_class_share, inception_score,
-        inception_score_ratio, frechet_distance, and real_* for each of the four scores, and the
-        memorisation check's figures}.
+        inception_score_ratio, frechet_distance, and real_* for each of the four scores, the
+        memorisation check's figures, and ``conditional_accuracy`` if labels were asked for}.
     """
     from scratchgen.data import load_mnist, to_float
 
@@ -288,6 +290,8 @@ def judge_digits(images, dataset: str = "embedded", epochs: int = JUDGE_EPOCHS, 
         result[name], result[f"real_{name}"] = fake[name], real[name]
     result["inception_score_ratio"] = fake["inception_score"] / real["inception_score"]
     result.update(memorisation_check(images, to_float(train_images), to_float(test_images)))
+    if asked_labels is not None:
+        result["conditional_accuracy"] = conditional_accuracy(classifier, images, asked_labels)
     return result
 
 

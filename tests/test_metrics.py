@@ -222,3 +222,17 @@ def test_nearest_training_images_refuse_other_scales_and_sizes():
         metrics.nearest_training_images(train * 2 - 1, train)  # a tanh generator's range
     with pytest.raises(ValueError, match="784 pixels but training images of 100"):
         metrics.nearest_training_images(train, train[:, :100])
+
+
+def test_judge_digits_scores_the_test_digits_as_the_judge_does(tmp_path, monkeypatch):
+    """The real test digits, judged as samples with their own labels as the labels asked for: their
+    conditional accuracy is the judge's test accuracy, and their scores are the real ones taken to the test
+    digits themselves (a Fréchet distance of 0)."""
+    monkeypatch.setenv("SCRATCHGEN_DATA_DIR", str(tmp_path))
+    images, labels = load_mnist("embedded", "test")
+    digits = images.astype(np.float32) / 255
+    report = metrics.judge_digits(digits, epochs=1, train_subset=300, asked_labels=labels)
+    assert report["conditional_accuracy"] == pytest.approx(report["judge_test_accuracy"])
+    assert report["inception_score"] == pytest.approx(report["real_inception_score"], rel=1e-5)
+    assert abs(report["frechet_distance"]) < 1e-3 < report["real_frechet_distance"]
+    assert "conditional_accuracy" not in metrics.judge_digits(digits[:50], epochs=1, train_subset=300)

@@ -245,12 +245,18 @@ def test_demo_on_a_toy_writes_the_density_picture(tmp_path, capsys):
     assert np.isfinite(printed["test_log_likelihood"]) and printed["true_test_log_likelihood"] > 3
 
 
-def test_demo_resumes_exactly_with_the_mask_cycle(tmp_path, capsys):
-    common = ["--limit", "200", "--hidden", "16", "--num-masks", "3", "--fvsbn-epochs", "0", "--samples", "4",
-              "--quiet"]
+def straight_and_resumed(common, tmp_path, capsys):
+    """The demo's reports for two epochs straight (in tmp_path/a) and for one epoch resumed for a second (in b)."""
     straight, _ = run_demo(common + ["--epochs", "2", "--out", str(tmp_path / "a")], capsys)
     run_demo(common + ["--epochs", "1", "--out", str(tmp_path / "b")], capsys)
     resumed, _ = run_demo(common + ["--epochs", "2", "--out", str(tmp_path / "b"), "--resume"], capsys)
+    return straight, resumed
+
+
+def test_demo_resumes_exactly_with_the_mask_cycle(tmp_path, capsys):
+    common = ["--limit", "200", "--hidden", "16", "--num-masks", "3", "--fvsbn-epochs", "0", "--samples", "4",
+              "--quiet"]
+    straight, resumed = straight_and_resumed(common, tmp_path, capsys)
     assert resumed["history"] == straight["history"]
 
 
@@ -258,9 +264,7 @@ def test_demo_resumes_exactly_with_the_mask_cycle(tmp_path, capsys):
 def test_demo_with_dynamic_binarisation_resumes_exactly_and_is_refused_on_toys(tmp_path, capsys):
     common = ["--binarize", "dynamic", "--limit", "200", "--hidden", "16", "--fvsbn-epochs", "1", "--samples", "4",
               "--quiet"]
-    straight, _ = run_demo(common + ["--epochs", "2", "--out", str(tmp_path / "a")], capsys)
-    run_demo(common + ["--epochs", "1", "--out", str(tmp_path / "b")], capsys)
-    resumed, _ = run_demo(common + ["--epochs", "2", "--out", str(tmp_path / "b"), "--resume"], capsys)
+    straight, resumed = straight_and_resumed(common, tmp_path, capsys)
     assert resumed["history"] == straight["history"]  # the draws come from the run's seeded, checkpointed stream
     assert straight["args"]["binarize"] == "dynamic"
     threshold, _ = run_demo(common[2:] + ["--epochs", "2", "--out", str(tmp_path / "c")], capsys)
