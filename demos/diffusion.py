@@ -55,7 +55,7 @@ from scratchgen import backend, experiment, metrics, no_grad, optim, plot, tenso
 from scratchgen.data import TOYS, DataLoader, load_mnist, to_float
 from scratchgen.models.diffusion import PREDICTIONS, SCHEDULES, DenoisingMLP, Diffusion
 from scratchgen.models.unet import UNet
-from scratchgen.train import check_finite
+from scratchgen.train import gradient_step
 
 CURVE_EVERY = 100  # steps averaged into one point of the loss curve
 SNAPSHOTS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.0)  # the reverse process's pictures, at these fractions of T
@@ -290,12 +290,8 @@ def train_mnist(args, run) -> dict:
 
 
 def optimise(loss, opt, ema, *, epoch: int, step: int) -> float:
-    """One training step on ``loss``: checked finite (:func:`~scratchgen.train.check_finite`), back-propagated,
-    the optimiser and the moving average (if any) stepped. Returns the loss's value."""
-    value = check_finite(loss, epoch=epoch, step=step)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    """:func:`~scratchgen.train.gradient_step` on ``loss``, then the moving average (if any) updated."""
+    value = gradient_step(loss, opt, epoch=epoch, step=step)
     if ema:
         ema.update()
     return value

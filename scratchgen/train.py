@@ -30,7 +30,7 @@ import math
 import sys
 import time
 
-__all__ = ["ProgressBar", "History", "EarlyStopping", "Diverged", "check_finite", "minimise_epoch"]
+__all__ = ["ProgressBar", "History", "EarlyStopping", "Diverged", "check_finite", "gradient_step", "minimise_epoch"]
 
 
 def as_number(value):
@@ -86,6 +86,17 @@ def check_finite(loss, *, epoch: int, step: int, name: str = "loss") -> float:
     return value
 
 
+def gradient_step(loss, optimizer, *, epoch: int, step: int) -> float:
+    """One step of gradient descent on ``loss``: checked by :func:`check_finite` (the weights still hold the
+    last finite step if it fails), the optimiser's gradients zeroed, back-propagated, stepped. Returns the
+    loss as a float. The body of :func:`minimise_epoch`'s loop, for a loop that needs more around it."""
+    value = check_finite(loss, epoch=epoch, step=step)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return value
+
+
 def minimise_epoch(loss_of, batches, optimizer, epoch: int, metric: str = "loss", after_step=None) -> float:
     """One epoch of gradient steps on ``loss_of(*batch)``, each checked by :func:`check_finite` before its
     backward; returns the epoch's mean loss per example.
@@ -108,11 +119,7 @@ def minimise_epoch(loss_of, batches, optimizer, epoch: int, metric: str = "loss"
     """
     total, seen = 0.0, 0
     for step, batch in enumerate(batches, start=1):
-        optimizer.zero_grad()
-        loss = loss_of(*batch)
-        value = check_finite(loss, epoch=epoch, step=step)
-        loss.backward()
-        optimizer.step()
+        value = gradient_step(loss_of(*batch), optimizer, epoch=epoch, step=step)
         if after_step is not None:
             after_step(step)
         total, seen = total + value * len(batch[0]), seen + len(batch[0])
