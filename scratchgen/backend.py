@@ -27,7 +27,7 @@ import numpy
 __all__ = [
     "xp", "set_backend", "get_backend", "use_backend", "is_array", "asarray", "to_numpy", "device_of", "scalar",
     "manual_seed", "rng", "bernoulli", "categorical", "fork_rng", "get_rng_state", "set_rng_state", "scatter_add",
-    "as_strided", "synchronize", "nccl", "strict_host_reads", "BackendError", "DEFAULT_DTYPE",
+    "as_strided", "synchronize", "nccl", "strict_host_reads", "keep_freed_memory", "BackendError", "DEFAULT_DTYPE",
 ]
 
 DEFAULT_DTYPE = numpy.float32
@@ -208,6 +208,39 @@ def synchronize() -> None:
     """Wait for queued GPU work to finish (for timing); nothing to wait for on NumPy."""
     if _state.name == "cupy":
         _state.module.cuda.get_current_stream().synchronize()
+
+
+def keep_freed_memory(largest: int = 32 * 2**20) -> bool:
+    """Ask the C library's allocator to keep the memory of freed arrays for the next ones (Linux, glibc).
+
+    Every op of a training step makes new arrays of a few MB and frees those of the last step. glibc's
+    malloc serves blocks that big by asking the kernel for fresh pages (``mmap``) and gives them back on
+    ``free``, so the next step's arrays touch new pages again, and the kernel fills each 4 KB page with
+    zeros on its first touch: on the 2-core VM of ``docs/benchmarks.md`` that was about 340,000 page
+    faults and a sixth of the CPU time of a U-Net training step. Two settings (``mallopt``) stop it:
+    blocks up to ``largest`` bytes come from the heap rather than from ``mmap``, and freed memory stays
+    in the heap instead of being trimmed off its top, so a step reuses the last step's pages (PyTorch's
+    caching allocator does the same for its tensors). The price: the process keeps the memory of its
+    largest step until it exits.
+
+    The demos (:class:`scratchgen.experiment.Run`) and the benchmarks (for every library they time) call
+    it; a script of your own may. It changes the whole process and cannot be undone, and does nothing on
+    a C library without ``mallopt`` (macOS, musl) or off the CPU.
+
+    Returns:
+        whether the allocator took both settings.
+    """
+    if _state.name == "cupy":  # CuPy's memory pool already keeps the GPU's memory
+        return False
+    import ctypes  # here, not at the top: nothing else in scratchgen calls C directly
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    # The order matters: setting either one fixes both thresholds, which malloc otherwise adapts.
+    return bool(mallopt(m_mmap_threshold, largest)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def nccl():
