@@ -13,7 +13,7 @@ The nonlinearities are named for their functions (:class:`Logistic` is σ, :clas
 
 from __future__ import annotations
 
-from scratchgen.autograd import Function, constant
+from scratchgen.autograd import Function, constant, is_grad_enabled
 from scratchgen.backend import xp
 
 
@@ -23,7 +23,10 @@ def logistic(x):
     The one array-level sigmoid of the library: the :class:`Logistic` op and the samplers that work on
     raw arrays both call it.
     """
-    return 0.5 * (1 + xp.tanh(0.5 * x))
+    out = xp.tanh(0.5 * x)
+    out += 1  # in place: two arrays the size of x, where 0.5 * (1 + tanh(0.5 * x)) would make four
+    out *= 0.5
+    return out
 
 
 class Add(Function):
@@ -261,20 +264,34 @@ class SigmoidWeightedLinear(Function):
 
     silu(x) = x·σ(x), the sigmoid-weighted linear unit of Elfwing et al. (2018) (Ramachandran et al.'s
     "swish" with β = 1; Hendrycks & Gimpel's GELU is close to it): smooth where the ReLU has a kink, which
-    is why the diffusion models of Ho et al. (2020) use it. The backward makes σ(x) again from x, as an
-    op, so that the derivative can itself be differentiated.
+    is why the diffusion models of Ho et al. (2020) use it. Under ``create_graph=True`` the backward makes
+    σ(x) again from x, as an op, so that the derivative can itself be differentiated; an ordinary backward
+    (a U-Net has dozens of SiLUs) computes the same slope as one array.
     """
 
     saved_inputs = (0,)
     saves_output = False
 
     def forward(self, x):
-        return x * logistic(x)
+        half = 0.5 * x
+        out = xp.tanh(half)
+        out += 1
+        out *= half  # x·σ(x) = (x/2)·(1 + tanh(x/2)), in place: one pass fewer than x * logistic(x)
+        return out
 
     def backward(self, grad):
         x, = self.inputs
-        s = Logistic.apply(x)
-        return grad * s * (1 + x * (1 - s))
+        if is_grad_enabled():  # create_graph: σ(x) as an op, so that the slope can be differentiated again
+            s = Logistic.apply(x)
+            return grad * s * (1 + x * (1 - s))
+        # An ordinary backward: the same slope as one array, built in place (five passes over x, where the
+        # ops above make five new arrays and keep them in a graph that nothing will use).
+        s = logistic(x.data)
+        slope = 1 - s
+        slope *= x.data
+        slope += 1
+        slope *= s
+        return grad * constant(slope)
 
 
 class Clip(Function):
