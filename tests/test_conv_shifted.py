@@ -28,6 +28,7 @@ def tiny_chunks(monkeypatch):
     """Columns 7 at a time: each case below then runs through many chunks and a ragged last one."""
     monkeypatch.setattr(conv_shifted, "CHUNK_BYTES", 1)
     monkeypatch.setattr(conv_shifted, "MIN_CHUNK_COLUMNS", 7)
+    monkeypatch.setattr(conv_shifted, "SMALL_PRODUCT", 0)  # the weight gradient's chunks too
 
 
 @pytest.mark.parametrize("case", CONV_CASES + EXTRA_CASES)
@@ -67,8 +68,11 @@ def test_shifted_conv_transpose2d_forward_and_gradients(case, rng):
 
 
 def test_the_two_paths_agree_in_float32_on_a_pixelcnn_layer(rng):
-    """Forward and both gradients of a 3×3 "same" conv over 32 channels, batch 8, default chunk size."""
-    conv_shifted.CHUNK_BYTES, conv_shifted.MIN_CHUNK_COLUMNS = 4 * 2**20, 4096  # the real sizes, restored after
+    """Forward and both gradients of a 3×3 "same" conv over 32 channels, batch 8, default chunk sizes: the
+    weight gradient's products then take 976 of the 6,720 columns at a time, the last chunk ragged."""
+    # The real sizes, restored after by the fixture.
+    conv_shifted.CHUNK_BYTES, conv_shifted.MIN_CHUNK_COLUMNS, conv_shifted.SMALL_PRODUCT = 4 * 2**20, 4096, 10**6
+    assert conv_shifted.small_product_columns(32, 32) == 976
     x = rng.standard_normal((8, 32, 28, 28)).astype(np.float32)
     w = (rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32)
     results = {}
@@ -80,6 +84,13 @@ def test_the_two_paths_agree_in_float32_on_a_pixelcnn_layer(rng):
     for ours, reference in zip(results["shifted"], results["im2col"]):
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, reference, rtol=2e-4, atol=2e-4 * np.abs(reference).max())
+
+
+def test_small_products_only_where_they_leave_enough_columns(monkeypatch):
+    monkeypatch.setattr(conv_shifted, "SMALL_PRODUCT", 10**6)
+    assert conv_shifted.small_product_columns(16, 32) == 1953
+    assert 16 * 32 * 1953 <= 10**6 < 16 * 32 * 1954
+    assert conv_shifted.small_product_columns(64, 64) is None  # 244 columns: below MIN_SMALL_COLUMNS
 
 
 @pytest.mark.parametrize("method", ["im2col", "shifted"])

@@ -61,7 +61,7 @@ from scratchgen.autograd import Function
 from scratchgen.backend import xp
 
 __all__ = ["ConvGeometry", "ShiftedConv", "ShiftedConvTranspose", "ShiftedConvWeight", "Crop", "Uncrop",
-           "CHUNK_BYTES"]
+           "CHUNK_BYTES", "SMALL_PRODUCT"]
 
 #: Bytes of columns built at a time. A chunk of 4 MB stays in this generation's caches (1-2 MB of L2 per
 #: core, tens of MB of L3)...
@@ -75,14 +75,30 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def chunks(total: int, rows: int, itemsize: int):
+#: A matrix product of at most this many multiply-adds is a "small" one to OpenBLAS (0.3.x, x86-64), which
+#: multiplies it without first copying its operands into packed blocks. For the weight gradient's thin
+#: products, (O × K)·(K × C) with O·C of a few hundred, that is about twice as fast per multiply-add as one
+#: long product (measured on this project's 2-core VM, one thread: 16×16, 16×32 and 32×32 outputs).
+SMALL_PRODUCT = 10**6
+#: ...as long as the columns it allows are not so few that each product's call costs more than it saves.
+MIN_SMALL_COLUMNS = 512
+
+
+def chunks(total: int, rows: int, itemsize: int, columns: int | None = None):
     """(start, stop) ranges covering 0..total columns, each of CHUNK_BYTES of ``rows`` rows of
-    ``itemsize``-byte numbers (or MIN_CHUNK_COLUMNS columns); one range on a GPU, whose memory is fast and
-    whose every call costs a launch."""
+    ``itemsize``-byte numbers (or MIN_CHUNK_COLUMNS columns), or of ``columns`` columns if given; one range
+    on a GPU, whose memory is fast and whose every call costs a launch."""
     if backend.get_backend() == "cupy":
         return [(0, total)]
-    step = max(MIN_CHUNK_COLUMNS, CHUNK_BYTES // (itemsize * rows))
+    step = columns or max(MIN_CHUNK_COLUMNS, CHUNK_BYTES // (itemsize * rows))
     return [(start, min(start + step, total)) for start in range(0, total, step)]
+
+
+def small_product_columns(rows: int, cols: int) -> int | None:
+    """K such that (rows × K)·(K × cols) is a small product (SMALL_PRODUCT multiply-adds), or None where
+    that K would be under MIN_SMALL_COLUMNS."""
+    columns = SMALL_PRODUCT // (rows * cols)
+    return columns if columns >= MIN_SMALL_COLUMNS else None
 
 
 _scratch = threading.local()
@@ -314,7 +330,8 @@ class ShiftedConvWeight(Function):
         self.geometry = g = geometry
         rows, (o, c) = g.rows(g.frame(x, reuse=True)), (grad_y.shape[0], x.shape[1])
         per_tap = xp.zeros((len(g.taps), o, c), dtype=x.dtype)
-        for start, stop in chunks(g.wide, o + c * len(g.taps), x.dtype.itemsize):
+        columns = small_product_columns(o, c)
+        for start, stop in chunks(g.wide, o + c * len(g.taps), x.dtype.itemsize, columns):
             block = grad_y[:, start:stop]
             for t, (phase_rows, offset) in enumerate(zip(rows, g.offsets)):
                 per_tap[t] += block @ phase_rows[:, offset + start : offset + stop].T
