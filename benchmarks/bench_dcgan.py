@@ -42,7 +42,7 @@ parser.add_argument("--only", choices=("scratchgen", "pytorch"),
 add_backend_flag(parser)
 args = parser.parse_args()
 configure_threads(args.threads)
-backend_line = apply_backend(args.backend)
+backend_line = apply_backend(args.backend, args.malloc)
 
 import numpy as np  # noqa: E402
 

@@ -66,7 +66,7 @@ def vae_epoch_seconds(ranks: int, threads: int) -> float:
 def worker() -> None:
     """Time training steps of three models with a DistributedOptimizer; rank 0 prints a JSON line."""
     configure_threads(1)
-    apply_backend(args.backend)  # before distributed.init, which gives each rank its GPU
+    apply_backend(args.backend, args.malloc)  # before distributed.init, which gives each rank its GPU
     import numpy as np
 
     import scratchgen as sg

@@ -24,7 +24,7 @@ parser.add_argument("--repeats", type=int, default=50)
 add_backend_flag(parser)
 args = parser.parse_args()
 configure_threads(args.threads)
-backend_line = apply_backend(args.backend)
+backend_line = apply_backend(args.backend, args.malloc)
 
 import numpy as np  # noqa: E402
 

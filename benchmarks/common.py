@@ -31,23 +31,34 @@ def configure_threads(threads: int) -> None:
 
 
 def add_backend_flag(parser) -> None:
-    """``--backend numpy|cupy|strict`` (default numpy): where scratchgen's arrays live during the run."""
+    """``--backend numpy|cupy|strict`` (default numpy): where scratchgen's arrays live during the run; and
+    ``--malloc keep|default`` (default keep): whether the C allocator keeps freed memory, as in the demos."""
     parser.add_argument("--backend", choices=BACKENDS, default="numpy",
                         help="scratchgen's array backend: numpy (CPU), cupy (NVIDIA GPU), or strict (a check "
                              "that no host array leaks into device code; its times mean nothing)")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep: glibc's malloc keeps freed memory for the next arrays, for every library in "
+                             "the process (scratchgen.backend.keep_freed_memory, as the demos run); default: "
+                             "leave malloc as it is, giving big blocks back to the kernel when freed")
 
 
-def apply_backend(name: str) -> str:
-    """Switch scratchgen to backend ``name``; call after :func:`configure_threads`. Returns a line for the
-    output saying what runs where (PyTorch, when compared, always runs on the CPU)."""
+def apply_backend(name: str, malloc: str = "keep") -> str:
+    """Switch scratchgen to backend ``name`` and set the allocator as ``--malloc`` says; call after
+    :func:`configure_threads`. Returns a line for the output saying what runs where (PyTorch, when
+    compared, always runs on the CPU) and how memory is allocated."""
     import scratchgen  # here, not at the top: the threads must be pinned before NumPy loads
 
     scratchgen.set_backend(name)
+    kept = malloc == "keep" and scratchgen.backend.keep_freed_memory()
+    memory = ("; malloc keeps freed memory (both libraries)" if kept else
+              "; malloc as the C library has it" if name != "cupy" else "")
     if name == "cupy":
-        return "backend cupy: scratchgen on the GPU, timed to the end of each step; PyTorch (if compared) on the CPU"
+        return ("backend cupy: scratchgen on the GPU, timed to the end of each step; PyTorch (if compared) on the CPU"
+                + memory)
     if name == "strict":
-        return "backend strict: a host/device leak check, not a timing (NumPy underneath, CuPy's rules at the boundary)"
-    return "backend numpy: everything on the CPU"
+        return ("backend strict: a host/device leak check, not a timing (NumPy underneath, CuPy's rules at the "
+                "boundary)" + memory)
+    return "backend numpy: everything on the CPU" + memory
 
 
 def host_memory_measured(name: str) -> bool:
