@@ -14,9 +14,14 @@ and, for each call, how many positional arguments and which keywords it passes, 
 signature (``inspect.signature``, or for CuPy's ufuncs the signature line their docstring starts with).
 So ``rng().standard_normal(shape, dtype=float32)`` fails if CuPy's method has no ``dtype``.
 
-CuPy installs and imports on a machine without CUDA (only device calls fail): ``pip install cupy-cuda12x``
-is all it takes to run these checks. CI does not install it (a 100 MB wheel), and the checks that need it
-skip there; the scan itself is tested without CuPy.
+Where CuPy is not installed (CI: its wheel is 100 MB, and putting ``cupy-cuda12x`` in the test extra would
+clash with ``cupy-cuda13x`` on a CUDA 13 machine, both being the package ``cupy``), the same checks run
+against a *record* of the real package, ``tests/cupy_api.json``: the names of every CuPy namespace that
+scratchgen or the strict backend reaches into, and the parameters of every function scratchgen calls,
+read from an installed CuPy by ``python tests/test_cupy_api.py --record``. A name scratchgen starts to
+use that the record lacks fails the check with the command to record again; and wherever CuPy is
+installed (it imports without a GPU: ``pip install cupy-cuda12x``), the checks run against it as well,
+and a test compares the record with it.
 """
 
 from __future__ import annotations
@@ -24,13 +29,18 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 SOURCE = Path(__file__).resolve().parent.parent / "scratchgen"
+RECORD = Path(__file__).resolve().parent / "cupy_api.json"
+RECORD_COMMAND = "pip install cupy-cuda12x && python tests/test_cupy_api.py --record"
 
 _ARRAY_MODULE_ROOTS = {"xp", "backend.xp", "_state.module", "cupy"}  # dotted expressions that are the module
 _GENERATOR_FACTORIES = {"rng", "backend.rng"}  # calls that return the random generator
@@ -178,26 +188,121 @@ def _signature(obj):
     return inspect.Signature(parameters)
 
 
-def problems(uses: dict, cupy, cupyx, unchecked: list | None = None) -> list[str]:
-    """What the installed CuPy lacks, or refuses, of ``uses``: one line per problem, naming the use.
+# ------------------------------------------------------------------------------- CuPy's API
 
-    A call to a function whose signature cannot be read (a compiled function without a signature line)
-    is not a problem; its name goes into ``unchecked``, if given."""
-    namespaces = {"cupy": cupy, "cupyx": cupyx, "Generator": cupy.random.Generator}
+#: The namespaces the strict backend (scratchgen/_strict.py) copies names from, with its lists of them.
+STRICT_PLACES = {"cupy": "_CUPY_NAMES", "cupy.linalg": "_LINALG_NAMES", "cupy.fft": "_FFT_NAMES",
+                 "cupy.random": "_RANDOM_NAMES", "cupy.lib.stride_tricks": "_STRIDE_TRICKS_NAMES",
+                 "cupy.random.Generator": "_GENERATOR_NAMES", "cupy.ndarray": "_NDARRAY_NAMES"}
+_ROOTS = {"cupy": "cupy", "cupyx": "cupyx", "Generator": "cupy.random.Generator"}  # a use's namespace, in full
+
+
+def _full(namespace: str, dotted: str) -> str:
+    return f"{_ROOTS[namespace]}.{dotted}"
+
+
+@dataclass
+class CupyAPI:
+    """What the checks need to know of one CuPy: the names in each namespace ("cupy", "cupy.random",
+    "cupy.random.Generator", ...) and the parameters of the functions scratchgen calls, by full name, each
+    a list of (name, kind, has a default), or None where CuPy's function shows no signature."""
+
+    version: str
+    namespaces: dict
+    parameters: dict
+    source: str  # "installed" or the record's path, for messages
+
+    @classmethod
+    def installed(cls, cupy, cupyx, uses: dict) -> "CupyAPI":
+        """Read from the installed package: every namespace that ``uses`` or the strict backend reaches
+        into, and the signature of every function ``uses`` calls."""
+        modules = {"cupy": cupy, "cupyx": cupyx}
+
+        def resolve(full: str):
+            head, *rest = full.split(".")
+            obj = modules[head]
+            for part in rest:
+                obj = getattr(obj, part)
+            return obj
+
+        places = set(STRICT_PLACES) | {"cupyx"}  # the strict backend's, both roots, and those of ``uses``
+        for (namespace, dotted), use in uses.items():
+            places.add(_full(namespace, dotted).rpartition(".")[0])
+        namespaces = {}
+        for place in sorted(places):
+            try:
+                namespaces[place] = sorted(name for name in dir(resolve(place)) if not name.startswith("_"))
+            except AttributeError:  # a namespace CuPy does not have: every name in it is then missing
+                continue
+        parameters = {}
+        for (namespace, dotted), use in sorted(uses.items()):
+            if not any(c is not None for c in use.calls):
+                continue
+            try:
+                signature = _signature(resolve(_full(namespace, dotted)))
+            except AttributeError:
+                continue
+            parameters[_full(namespace, dotted)] = None if signature is None else [
+                [p.name, p.kind.name, p.default is not inspect.Parameter.empty]
+                for p in signature.parameters.values()]
+        return cls(cupy.__version__, namespaces, parameters, "installed")
+
+    @classmethod
+    def recorded(cls, path: Path = RECORD) -> "CupyAPI":
+        data = json.loads(path.read_text())
+        return cls(data["cupy_version"], data["namespaces"], data["parameters"], path.name)
+
+    def record(self, path: Path = RECORD) -> None:
+        """Write the record (to a temporary file first, then renamed, so a crash leaves the old one)."""
+        data = {"cupy_version": self.version, "written_by": RECORD_COMMAND,
+                "namespaces": self.namespaces, "parameters": self.parameters}
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+
+    def has(self, full: str):
+        """True or False; None where the record does not cover the namespace of ``full``."""
+        place, _, name = full.rpartition(".")
+        if place not in self.namespaces:
+            return None if self.source != "installed" else False
+        return name in self.namespaces[place]
+
+    def signature(self, full: str):
+        """inspect.Signature of a called function (None: CuPy shows none); KeyError where not recorded."""
+        parameters = self.parameters[full]
+        if parameters is None:
+            return None
+        P = inspect.Parameter
+        return inspect.Signature([P(name, getattr(P, kind), default=None if has_default else P.empty)
+                                  for name, kind, has_default in parameters])
+
+
+def problems(uses: dict, api: CupyAPI, unchecked: list | None = None) -> list[str]:
+    """What ``api`` (CuPy installed or recorded) lacks, or refuses, of ``uses``: one line per problem,
+    naming the use. A name or a call the record does not cover is a problem too, whose line says how to
+    record again. A call to a function whose signature cannot be read (a compiled function without a
+    signature line) is not a problem; its name goes into ``unchecked``, if given."""
     found = []
     for (namespace, dotted), use in sorted(_outermost(uses).items()):
         where = use.where[0] + (f" and {len(use.where) - 1} more" if len(use.where) > 1 else "")
-        obj = namespaces[namespace]
-        try:
-            for part in dotted.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            found.append(f"{namespace}.{dotted} does not exist in CuPy {cupy.__version__} (used at {where})")
+        full = _full(namespace, dotted)
+        exists = api.has(full)
+        if exists is None:
+            found.append(f"{full} (used at {where}) is in a namespace that {api.source} does not cover: "
+                         f"record CuPy's API again ({RECORD_COMMAND})")
+            continue
+        if not exists:
+            found.append(f"{namespace}.{dotted} does not exist in CuPy {api.version} (used at {where})")
             continue
         calls = {c for c in use.calls if c is not None}
         if not calls:
             continue
-        signature = _signature(obj)
+        try:
+            signature = api.signature(full)
+        except KeyError:
+            found.append(f"{full} is called at {where}, but {api.source} has no parameters for it: record "
+                         f"CuPy's API again ({RECORD_COMMAND})")
+            continue
         if signature is None:
             if unchecked is not None:
                 unchecked.append(f"{namespace}.{dotted}")
@@ -217,7 +322,15 @@ def _cupy_or_skip():
         return importlib.import_module("cupy"), importlib.import_module("cupyx")
     except ImportError as err:
         pytest.skip(f"CuPy is not installed ({err}); `pip install cupy-cuda12x` (it imports without a GPU) "
-                    "to check scratchgen's use of CuPy's API")
+                    "to check scratchgen's use of CuPy's API against the package itself, beside the record")
+
+
+def _api(where: str, uses: dict) -> CupyAPI:
+    """CuPy's API as recorded in tests/cupy_api.json, or as installed (skips without CuPy)."""
+    if where == "recorded":
+        return CupyAPI.recorded()
+    cupy, cupyx = _cupy_or_skip()
+    return CupyAPI.installed(cupy, cupyx, uses)
 
 
 # ------------------------------------------------------------------------------------------- tests
@@ -234,21 +347,22 @@ def test_the_scan_finds_the_array_module_the_generator_and_their_arguments():
     assert any(w.startswith("scratchgen/data/mnist.py") for w in uses[("Generator", "random")].where)
 
 
-def test_every_name_scratchgen_reaches_exists_in_cupy_and_takes_its_arguments():
-    cupy, cupyx = _cupy_or_skip()
+@pytest.mark.parametrize("where", ["recorded", "installed"])
+def test_every_name_scratchgen_reaches_exists_in_cupy_and_takes_its_arguments(where):
     uses = scan()
+    api = _api(where, uses)
     listing = "\n".join(f"  {namespace}.{dotted}" + (f"  calls {sorted(map(str, use.calls))}" if use.calls else "")
                         for (namespace, dotted), use in sorted(_outermost(uses).items()))
     unchecked = []
-    found = problems(uses, cupy, cupyx, unchecked)
-    print(f"CuPy {cupy.__version__}: scratchgen reaches\n{listing}\n"
+    found = problems(uses, api, unchecked)
+    print(f"CuPy {api.version} ({api.source}): scratchgen reaches\n{listing}\n"
           f"arguments not checked (no signature to read): {unchecked or 'none'}")
     assert not found, "\n".join(found)
 
 
-def test_the_check_fails_on_a_name_or_an_argument_cupy_lacks(tmp_path):
+@pytest.mark.parametrize("where", ["recorded", "installed"])
+def test_the_check_fails_on_a_name_or_an_argument_cupy_lacks(where, tmp_path):
     """A check that cannot fail proves nothing: source that reaches names NumPy has and CuPy lacks."""
-    cupy, cupyx = _cupy_or_skip()
     package = tmp_path / "scratchgen"
     package.mkdir()
     (package / "leaky.py").write_text(
@@ -261,7 +375,8 @@ def test_the_check_fails_on_a_name_or_an_argument_cupy_lacks(tmp_path):
         "import cupyx\n"
         "cupyx.no_such_function(1)\n"
     )
-    found = "\n".join(problems(scan(package), cupy, cupyx))
+    planted = scan(package)
+    found = "\n".join(problems(planted, _api(where, planted)))
     assert "cupy.busday_count does not exist" in found
     assert "Generator.permutation does not exist" in found
     assert "Generator.standard_normal" in found and "'order'" in found
@@ -270,21 +385,53 @@ def test_the_check_fails_on_a_name_or_an_argument_cupy_lacks(tmp_path):
     assert "cupy.zeros" not in found
 
 
-def test_the_strict_backend_offers_only_what_cupy_has():
+def test_a_name_or_a_call_the_record_does_not_cover_asks_to_record_again(tmp_path):
+    package = tmp_path / "scratchgen"
+    package.mkdir()
+    (package / "new.py").write_text("from scratchgen.backend import xp\n"
+                                    "xp.polynomial.polyval(1, 2)\n"  # a namespace not recorded
+                                    "xp.pi(3)\n")  # a name recorded, but never called before: no parameters
+    found = problems(scan(package), CupyAPI.recorded())
+    assert len(found) == 2 and all("record CuPy's API again" in line for line in found), found
+
+
+def test_the_record_agrees_with_the_installed_cupy():
+    """Where CuPy is installed: for every name scratchgen reaches, the record says what the package says
+    (the record may be of another CuPy version; what matters is the names scratchgen uses)."""
+    cupy, cupyx = _cupy_or_skip()
+    uses = scan()
+    installed, recorded = CupyAPI.installed(cupy, cupyx, uses), CupyAPI.recorded()
+    disagree = [full for full in sorted({_full(n, d) for n, d in uses})
+                if installed.has(full) != recorded.has(full)
+                or installed.parameters.get(full) != recorded.parameters.get(full)]
+    assert not disagree, (f"tests/cupy_api.json (CuPy {recorded.version}) and the installed CuPy "
+                          f"{installed.version} disagree on {disagree}: record again ({RECORD_COMMAND})")
+
+
+@pytest.mark.parametrize("where", ["recorded", "installed"])
+def test_the_strict_backend_offers_only_what_cupy_has(where):
     """The strict backend (scratchgen/_strict.py) stands in for CuPy by a recorded list of names: each must
-    exist in the installed CuPy, and so must each operator its arrays define (CuPy's have no ``__index__``)."""
-    cupy, _ = _cupy_or_skip()
+    exist in CuPy, and so must each operator its arrays define (CuPy's have no ``__index__``)."""
     from scratchgen import _strict
 
-    places = {"cupy": (cupy, _strict._CUPY_NAMES), "cupy.linalg": (cupy.linalg, _strict._LINALG_NAMES),
-              "cupy.fft": (cupy.fft, _strict._FFT_NAMES), "cupy.random": (cupy.random, _strict._RANDOM_NAMES),
-              "cupy.lib.stride_tricks": (cupy.lib.stride_tricks, _strict._STRIDE_TRICKS_NAMES),
-              "cupy.random.Generator": (cupy.random.Generator, _strict._GENERATOR_NAMES),
-              "cupy.ndarray": (cupy.ndarray, _strict._NDARRAY_NAMES)}
+    api = _api(where, scan())
     operators = {name for name in vars(_strict.StrictArray) if name.startswith("__") and name.endswith("__")}
     operators -= {"__module__", "__qualname__", "__doc__", "__slots__", "__getattr__", "__firstlineno__",
                   "__static_attributes__"}
-    missing = [f"{place}.{name}" for place, (obj, names) in places.items() for name in sorted(names)
-               if not hasattr(obj, name)]
-    missing += [f"cupy.ndarray.{name}" for name in sorted(operators) if not hasattr(cupy.ndarray, name)]
-    assert not missing, f"the strict backend offers names CuPy {cupy.__version__} lacks: {missing}"
+    missing = [f"{place}.{name}" for place, names in STRICT_PLACES.items()
+               for name in sorted(getattr(_strict, names)) if not api.has(f"{place}.{name}")]
+    if where == "installed":  # the record keeps public names only; the operators are checked on the package
+        cupy, _ = _cupy_or_skip()
+        missing += [f"cupy.ndarray.{name}" for name in sorted(operators) if not hasattr(cupy.ndarray, name)]
+    assert not missing, f"the strict backend offers names CuPy {api.version} ({api.source}) lacks: {missing}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        sys.exit(f"usage: python {sys.argv[0]} --record   (writes {RECORD.name} from the installed CuPy)")
+    sys.path.insert(0, str(SOURCE.parent))
+    cupy_module, cupyx_module = importlib.import_module("cupy"), importlib.import_module("cupyx")
+    api = CupyAPI.installed(cupy_module, cupyx_module, scan())
+    api.record()
+    print(f"recorded CuPy {api.version}: {sum(map(len, api.namespaces.values()))} names in "
+          f"{len(api.namespaces)} namespaces, parameters of {len(api.parameters)} functions, into {RECORD}")
