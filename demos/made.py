@@ -15,12 +15,17 @@ dynamic`` drawn afresh as x ~ Bernoulli(grey level) every epoch and tested on on
 :func:`scratchgen.data.bernoulli_pixels`) write samples.png, completions.png (the first half of the
 ordering, the upper half of the digit in raster order, taken from test digits and the rest sampled),
 nearest_training.png (samples above their nearest training digits, a check for memorisation) and
-learning_curve.png; metrics.json holds ``train_nll_nats``,
-``test_nll_nats`` and ``bits_per_dim`` per epoch, and, at the end, the two baselines in the same units:
-independent Bernoulli pixels and the fully visible sigmoid belief net (FVSBN, trained here with Adam 1e-2
-for ``--fvsbn-epochs`` epochs from the independent model; 20 is about where its test NLL bottoms out), and
-the median distance from a sample, and from a test digit, to its nearest training digit (see
-:func:`scratchgen.metrics.memorisation_check`).
+learning_curve.png (the exact train and test NLL after each epoch). metrics.json holds per epoch
+``train_nll_nats`` (the training loss: the mean over the epoch's minibatches, each scored while the
+weights were still changing, so it lags the model), ``exact_train_nll_nats`` (the exact −log p(x) of all
+the training digits under the model at the epoch's end, as the test NLL is measured; with ``--binarize
+dynamic``, of one fixed binary draw of them), ``test_nll_nats`` and ``bits_per_dim``; at the end
+``final_train_nll_nats`` (the last exact train NLL), the two baselines in the same units, each on the
+training and on the test digits: independent Bernoulli pixels and the fully visible sigmoid belief net
+(FVSBN, trained here with Adam 1e-2 for ``--fvsbn-epochs`` epochs from the independent model; 20 is about
+where its test NLL bottoms out), and the median distance from a sample, and from a test digit, to its
+nearest training digit (see :func:`scratchgen.metrics.memorisation_check`). ``train_nll_eval_seconds`` is
+the part of ``train_wall_time_s`` spent scoring the training digits after each epoch.
 
 Toys write density.png (the true density beside the learned one), samples.png (the model's samples over
 the true density), marginals.png (the 1-D marginal densities, learned and true, over a histogram of the
@@ -43,6 +48,7 @@ from matplotlib.figure import Figure
 from scratchgen import backend, experiment, metrics, no_grad, optim, plot, tensor
 from scratchgen.checkpoint import atomic_write
 from scratchgen.data import BINARIZATIONS, TOYS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist
+from scratchgen.data.mnist import TEST_DRAW_SEED
 from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
 from scratchgen.train import check_finite, minimise_epoch
 
@@ -132,13 +138,21 @@ def images(args, run) -> dict:
     model = MADE(dims, args.hidden or (500,), ordering=None if args.ordering == "natural" else "random",
                  num_masks=args.num_masks, order_agnostic=args.order_agnostic, seed=args.seed)
 
+    scored_train_x = scored_training_digits(train_x, args)
+    run.state.setdefault("train_nll_eval_seconds", 0.0)  # kept across resumptions, like the wall time
+
     def evaluate():
+        began = time.perf_counter()
+        train_nll = negative_log_likelihood(model, scored_train_x, masks=args.num_masks)
+        run.state["train_nll_eval_seconds"] += time.perf_counter() - began
         nll = negative_log_likelihood(model, test_x, masks=args.num_masks)
-        return {"test_nll_nats": nll, "bits_per_dim": bits_per_dim(nll, dims)}
+        return {"exact_train_nll_nats": train_nll, "test_nll_nats": nll, "bits_per_dim": bits_per_dim(nll, dims)}
 
     train(model, train_x, run, args, evaluate)
     final = {name: value for name, value in run.history.last.items() if name != "epoch"}
+    final["final_train_nll_nats"] = final.pop("exact_train_nll_nats")
     final["train_wall_time_s"] = run.elapsed
+    final["train_nll_eval_seconds"] = run.state["train_nll_eval_seconds"]
 
     side = int(round(dims ** 0.5))
     samples = model.sample(args.samples)
@@ -153,10 +167,10 @@ def images(args, run) -> dict:
     rows = np.stack([given, shown] + completions, axis=1).reshape(-1, side, side)
     plot.image_grid(rows, run.path("completions.png"), nrow=6,
                     title="test digit | pixels given | 4 completions")
-    plot.loss_curves(run.history, run.path("learning_curve.png"), keys=["train_nll_nats", "test_nll_nats"],
-                     title="MADE: negative log-likelihood (nats)")
+    _nll_curves(run.history, run.path("learning_curve.png"), args, dims)
 
     independent = IndependentBernoulli(dims).fit(train_x)
+    final["independent_bernoulli_train_nll_nats"] = negative_log_likelihood(independent, scored_train_x)
     final["independent_bernoulli_test_nll_nats"] = negative_log_likelihood(independent, test_x)
     if args.fvsbn_epochs:
         began = time.perf_counter()
@@ -170,9 +184,40 @@ def images(args, run) -> dict:
                 check_finite(loss, epoch=epoch, step=step, name="the FVSBN baseline's loss")
                 loss.backward()
                 opt.step()
+        final["fvsbn_wall_time_s"] = time.perf_counter() - began  # its training alone, as before
+        final["fvsbn_train_nll_nats"] = negative_log_likelihood(fvsbn, scored_train_x)
         final["fvsbn_test_nll_nats"] = negative_log_likelihood(fvsbn, test_x)
-        final["fvsbn_wall_time_s"] = time.perf_counter() - began
     return run.finish(**final)
+
+
+def scored_training_digits(train_x, args):
+    """The training digits as the train NLL scores them: the binary digits themselves, or, when training
+    draws them afresh each epoch (``--binarize dynamic``), one fixed draw, made as the test digits' is."""
+    return binarize_stochastic(train_x, rng=TEST_DRAW_SEED) if args.binarize == "dynamic" else train_x
+
+
+def _nll_curves(history, path, args, dims: int) -> None:
+    """The exact train and test NLL after each epoch, and, dashed, the training loss (the running mean over
+    each epoch's minibatches, which lags the model): the gap between the first two is the overfitting."""
+    epochs = [record["epoch"] for record in history]
+    ensemble = f", the {args.num_masks}-mask ensemble" if args.num_masks > 1 else ""
+    drawn = ", one fixed binary draw" if args.binarize == "dynamic" else ""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    ax.plot(epochs, [r["test_nll_nats"] for r in history], color="C1", label=f"test NLL (exact{ensemble})")
+    ax.plot(epochs, [r["exact_train_nll_nats"] for r in history], color="C0",
+            label=f"train NLL (exact, after the epoch{ensemble}{drawn})")
+    ax.plot(epochs, [r["train_nll_nats"] for r in history], color="C0", linestyle="--", linewidth=1,
+            label="training loss (running mean over the epoch's batches)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("−log p(x), nats per image")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    hidden = "-".join(str(h) for h in (args.hidden or (500,)))
+    ax.set_title(f"MADE {dims}-{hidden}-{dims}, {len(history)} epochs ({args.dataset}): train and test NLL",
+                 fontsize="medium")
+    with atomic_write(path) as file:
+        fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
 
 
 def toy(args, run) -> dict:

@@ -15,17 +15,22 @@ def demo():
 
 
 FINAL_KEYS = {"test_neg_elbo", "test_rec", "test_kl", "test_nll_is", "k", "train_seconds", "eval_seconds",
-              "nearest_train_distance_median", "test_nearest_train_distance_median"}
+              "nearest_train_distance_median", "test_nearest_train_distance_median", "train_nll_is", "train_nll_images",
+              "train_nll_eval_seconds"}
 
 
 def test_dense_2d_demo_writes_the_manifold_and_resumes(demo, tmp_path, capsys):
     out = str(tmp_path / "vae")
     argv = ["--limit", "200", "--latent-dim", "2", "--k", "4", "--out", out, "--quiet"]
     demo.main(argv + ["--epochs", "1"])
-    assert set(last_json_line(capsys)) == FINAL_KEYS
+    first = last_json_line(capsys)
+    assert set(first) == FINAL_KEYS and first["train_nll_images"] == 200  # the dense model: every training digit
+    assert 0 < first["train_nll_is"] < float("inf")
 
-    demo.main(argv + ["--epochs", "2", "--resume"])
+    with pytest.warns(UserWarning, match="train_nll_images"):  # it may change on resuming, and is reported
+        demo.main(argv + ["--epochs", "2", "--resume", "--train-nll-images", "50"])
     final = last_json_line(capsys)
+    assert final["train_nll_images"] == 50 and 0 < final["train_nll_is"] < float("inf")
     with open(os.path.join(out, "metrics.json")) as file:
         report = json.load(file)
     assert report["final"] == final and final["k"] == 4
@@ -41,7 +46,7 @@ def test_conv_gaussian_iwae_demo_runs(demo, tmp_path, capsys):
     demo.main(["--model", "conv", "--likelihood", "gaussian", "--iwae-k", "2", "--hidden", "16", "--limit", "60",
                "--epochs", "1", "--batch-size", "30", "--k", "2", "--out", out, "--quiet"])
     final = last_json_line(capsys)
-    assert set(final) == FINAL_KEYS
+    assert set(final) == FINAL_KEYS and final["train_nll_images"] == 60  # the conv default, 1,000, cut by --limit
     assert os.path.exists(os.path.join(out, "latent_codes.png"))
     assert not os.path.exists(os.path.join(out, "manifold.png"))  # a 20-d code has no 2-D manifold picture
 

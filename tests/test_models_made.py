@@ -235,6 +235,14 @@ def test_demo_on_images_writes_pictures_metrics_and_baselines(tmp_path, capsys):
     epoch = saved["history"][-1]
     assert math.isclose(epoch["bits_per_dim"], epoch["test_nll_nats"] / (784 * math.log(2)), rel_tol=1e-9)
     assert printed["independent_bernoulli_test_nll_nats"] > 100 and printed["fvsbn_test_nll_nats"] > 0
+    # the train NLLs: exact -log p(x) of the training digits, the model's at the end as after each epoch
+    assert printed["final_train_nll_nats"] == epoch["exact_train_nll_nats"]
+    assert all(np.isfinite(r["exact_train_nll_nats"]) for r in saved["history"])
+    train = binarize(load_mnist("embedded", "train")[0][:300]).reshape(300, -1).astype(np.float64)
+    theta = (train.sum(axis=0) + 1) / (len(train) + 2)  # the baseline's add-one estimate, scored by hand
+    by_hand = -np.mean((train * np.log(theta) + (1 - train) * np.log(1 - theta)).sum(axis=1))
+    assert math.isclose(printed["independent_bernoulli_train_nll_nats"], by_hand, rel_tol=1e-4)
+    assert printed["fvsbn_train_nll_nats"] < printed["independent_bernoulli_train_nll_nats"]  # it starts there
 
 
 def test_demo_on_a_toy_writes_the_density_picture(tmp_path, capsys):
@@ -267,6 +275,9 @@ def test_demo_with_dynamic_binarisation_resumes_exactly_and_is_refused_on_toys(t
     straight, resumed = straight_and_resumed(common, tmp_path, capsys)
     assert resumed["history"] == straight["history"]  # the draws come from the run's seeded, checkpointed stream
     assert straight["args"]["binarize"] == "dynamic"
+    final = straight["final"]  # the train NLLs score one fixed binary draw of the training digits
+    assert all(np.isfinite(final[key]) for key in ("final_train_nll_nats", "independent_bernoulli_train_nll_nats",
+                                                   "fvsbn_train_nll_nats"))
     threshold, _ = run_demo(common[2:] + ["--epochs", "2", "--out", str(tmp_path / "c")], capsys)
     assert threshold["history"][0]["train_nll_nats"] != straight["history"][0]["train_nll_nats"]
     with pytest.raises(SystemExit):

@@ -141,3 +141,10 @@ def test_demo_writes_samples_completions_and_metrics(tmp_path, capsys, binarize)
         assert (tmp_path / name).stat().st_size > 0, name
     epoch = json.loads((tmp_path / "metrics.json").read_text())["history"][-1]
     assert math.isclose(epoch["bits_per_dim"], epoch["test_nll_nats"] / (784 * math.log(2)), rel_tol=1e-9)
+    assert np.isfinite(printed["final_train_nll_nats"])
+    if binarize == "threshold":  # the exact NLL of the training digits under the model the run saved
+        model = PixelCNN(channels=4, layers=1)
+        model.load_state_dict(sg.load(str(tmp_path / "checkpoint.npz"))["objects"]["model"])
+        train = sg.data.binarize(load_mnist("embedded", "train")[0][:64, None])  # (the argument hides binarize)
+        assert math.isclose(printed["final_train_nll_nats"],
+                            -model.log_prob(sg.tensor(train)).numpy().mean(), rel_tol=1e-4)
