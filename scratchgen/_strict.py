@@ -26,6 +26,8 @@ index a list), so neither does a StrictArray.
 
 from __future__ import annotations
 
+import operator
+
 import numpy
 
 __all__ = ["StrictArray", "module", "host_reads"]
@@ -44,12 +46,29 @@ def _count_host_read() -> None:
     host_reads += 1
 
 
+# Every operation of a strict array goes through _unwrap and _wrap, so they test the common cases first, by
+# exact type (a StrictArray, a number, a NumPy array), before the general ones; the checks are the same.
+_AS_THEY_ARE = frozenset({int, float, bool, complex, str, slice, type(None), type(Ellipsis)})
+
+
 def _unwrap(value, where: str, host_ok: bool = False):
     """The NumPy array inside each StrictArray in ``value`` (through lists, tuples and dicts), to hand to NumPy.
 
     Raises:
         TypeError: a NumPy array where a device array belongs (unless ``host_ok``), naming ``where``.
     """
+    kind = type(value)
+    if kind is StrictArray:
+        return value._array
+    if kind in _AS_THEY_ARE:
+        return value
+    if kind is tuple:
+        for v in value:
+            if type(v) not in _AS_THEY_ARE:
+                return tuple([_unwrap(v, where, host_ok) for v in value])
+        return value  # slices and numbers, an index most often: nothing inside to unwrap
+    if kind is list:
+        return [_unwrap(v, where, host_ok) for v in value]
     if isinstance(value, StrictArray):
         return value._array
     if isinstance(value, numpy.ndarray):
@@ -57,8 +76,6 @@ def _unwrap(value, where: str, host_ok: bool = False):
             return value
         raise TypeError(f"{where} got a NumPy (host) array of shape {value.shape} where the strict backend, "
                         "like CuPy, needs a device array; move it first with scratchgen.backend.asarray(...)")
-    if type(value) in (list, tuple):
-        return type(value)(_unwrap(v, where, host_ok) for v in value)
     if isinstance(value, dict):
         return {key: _unwrap(v, where, host_ok) for key, v in value.items()}
     return value
@@ -66,10 +83,13 @@ def _unwrap(value, where: str, host_ok: bool = False):
 
 def _wrap(value):
     """NumPy's results back on the device: arrays, and NumPy scalars as 0-d arrays (as CuPy returns them)."""
+    kind = type(value)
+    if kind is numpy.ndarray:
+        return StrictArray(value)
+    if kind is tuple or kind is list:
+        return kind([_wrap(v) for v in value])
     if isinstance(value, (numpy.ndarray, numpy.generic)):
         return StrictArray(numpy.asarray(value))
-    if type(value) in (list, tuple):
-        return type(value)(_wrap(v) for v in value)
     return value
 
 
@@ -82,20 +102,33 @@ def _refuse_numpy(name: str, arguments) -> TypeError:
                      f"Write backend.xp.{name} (cupy.{name} on a GPU), or bring the data over with .get()")
 
 
+_OPERANDS = (numpy.ndarray,) + _SCALARS  # what an operator takes (a NumPy array, to refuse it)
+_NUMBERS = frozenset({int, float, bool, complex})
+
+
 def _binary(ufunc, reflected: bool = False):
     """``self <op> other`` (or ``other <op> self``) computed by ``ufunc`` on the arrays inside."""
+    where = f"the operator {ufunc.__name__}"
+
     def apply(self, other):
-        if not isinstance(other, (StrictArray, numpy.ndarray) + _SCALARS):
-            return NotImplemented  # a Tensor, say: its reflected operator takes over
-        other = _unwrap(other, f"the operator {ufunc.__name__}")
-        return _wrap(ufunc(other, self._array) if reflected else ufunc(self._array, other))
+        kind = type(other)
+        if kind is StrictArray:
+            other = other._array
+        elif kind not in _NUMBERS:
+            if not isinstance(other, (StrictArray,) + _OPERANDS):
+                return NotImplemented  # a Tensor, say: its reflected operator takes over
+            other = _unwrap(other, where)
+        result = ufunc(other, self._array) if reflected else ufunc(self._array, other)
+        return StrictArray(result) if type(result) is numpy.ndarray else _wrap(result)
     return apply
 
 
 def _in_place(ufunc):
     """``self <op>= other``, written into the array inside."""
+    where = f"the operator {ufunc.__name__}="
+
     def apply(self, other):
-        ufunc(self._array, _unwrap(other, f"the operator {ufunc.__name__}="), out=self._array)
+        ufunc(self._array, other._array if type(other) is StrictArray else _unwrap(other, where), out=self._array)
         return self
     return apply
 
@@ -109,7 +142,8 @@ class StrictArray:
     """A device array of the strict backend: a NumPy array inside, reached only by :meth:`get`.
 
     Attributes and methods are those ``cupy.ndarray`` shares with ``numpy.ndarray`` (forwarded to the array
-    inside, results wrapped again); the operators are listed one by one below.
+    inside, results wrapped again; written onto the class below the names at the end of this file); the
+    operators are listed one by one below.
     """
 
     __slots__ = ("_array",)
@@ -159,16 +193,10 @@ class StrictArray:
     def __format__(self, spec):
         return self._read(lambda array: format(array, spec))
 
-    # --- attributes and methods: CuPy's, run by NumPy on the array inside
-    def __getattr__(self, name):
-        if name not in _NDARRAY_NAMES:
-            raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r} (the strict backend offers "
-                                 "only what CuPy's arrays have)")
-        value = getattr(self._array, name)
-        if name in ("item", "tolist", "tobytes"):
-            _count_host_read()
-            return value
-        return _DeviceFunction(f"ndarray.{name}", value) if callable(value) else _wrap(value)
+    # --- attributes and methods: CuPy's, run by NumPy on the array inside (see _forward_ndarray_names)
+    def __getattr__(self, name):  # reached only for the names the class does not have
+        raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r} (the strict backend offers "
+                             "only what CuPy's arrays have)")
 
     def __copy__(self):
         return StrictArray(self._array.copy())
@@ -183,10 +211,14 @@ class StrictArray:
         return (_wrap(row) for row in self._array)
 
     def __getitem__(self, index):
-        return _wrap(self._array[_unwrap(index, "indexing", host_ok=True)])
+        result = self._array[_unwrap(index, "indexing", host_ok=True)]
+        return StrictArray(result) if type(result) is numpy.ndarray else _wrap(result)
 
     def __setitem__(self, index, value):
-        self._array[_unwrap(index, "indexing", host_ok=True)] = _unwrap(value, "assignment", host_ok=True)
+        kind = type(value)
+        self._array[_unwrap(index, "indexing", host_ok=True)] = (
+            value._array if kind is StrictArray else value if kind in _AS_THEY_ARE
+            else _unwrap(value, "assignment", host_ok=True))
 
     # --- operators
     __add__, __radd__, __iadd__ = _operators(numpy.add)
@@ -219,17 +251,67 @@ class StrictArray:
         return StrictArray(~self._array)
 
 
+_HOST_READ_METHODS = {"item", "tolist", "tobytes"}
+_AS_THEY_ARE_ATTRIBUTES = {"shape", "dtype", "ndim", "size", "itemsize", "nbytes", "strides"}  # never arrays
+
+
+def _ndarray_method(name: str):
+    """``StrictArray.<name>(...)``: ``numpy.ndarray.<name>`` on the array inside, arguments unwrapped (a NumPy
+    array among them raises TypeError naming ``ndarray.<name>``), the result wrapped."""
+    where = f"ndarray.{name}"
+
+    def method(self, *args, **kwargs):
+        if args:
+            args = [_unwrap(v, where) for v in args]
+        if kwargs:
+            kwargs = {key: _unwrap(v, where) for key, v in kwargs.items()}
+        result = getattr(self._array, name)(*args, **kwargs)  # the array inside may be a NumPy scalar
+        return StrictArray(result) if type(result) is numpy.ndarray else _wrap(result)
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def _host_read_method(name: str):
+    """``item``, ``tolist``, ``tobytes``: NumPy's own, counted as a host read when reached."""
+    def read(self):
+        _count_host_read()
+        return getattr(self._array, name)
+    return property(read)
+
+
+def _forward_ndarray_names(names) -> None:
+    """Write CuPy's ndarray attributes onto StrictArray once, so that each use is a plain attribute lookup:
+    methods as :func:`_ndarray_method`, the host reads as :func:`_host_read_method`, the attributes as
+    properties (arrays among them, ``T``, ``real``, ..., wrapped)."""
+    for name in names:
+        if name in _HOST_READ_METHODS:
+            setattr(StrictArray, name, _host_read_method(name))
+        elif callable(getattr(numpy.ndarray, name)):
+            setattr(StrictArray, name, _ndarray_method(name))
+        elif name in _AS_THEY_ARE_ATTRIBUTES:
+            setattr(StrictArray, name, property(operator.attrgetter(f"_array.{name}")))
+        else:
+            setattr(StrictArray, name, property(lambda self, _name=name: _wrap(getattr(self._array, _name))))
+
+
 class _DeviceFunction:
     """A NumPy function, ufunc or method made to take and give StrictArrays; a ufunc's ``reduce``, ``at``,
     ... are wrapped in turn. ``name`` is for error messages."""
 
+    __slots__ = ("name", "_function", "_host_ok")
+
     def __init__(self, name: str, function):
         self.name, self._function = name, function
+        self._host_ok = name.rpartition(".")[2] in _TAKES_HOST_ARRAYS
 
     def __call__(self, *args, **kwargs):
-        host_ok = self.name.rpartition(".")[2] in _TAKES_HOST_ARRAYS
-        args, kwargs = _unwrap(args, self.name, host_ok), _unwrap(kwargs, self.name, host_ok)
-        return _wrap(self._function(*args, **kwargs))
+        name, host_ok = self.name, self._host_ok
+        if args:
+            args = [_unwrap(v, name, host_ok) for v in args]
+        if kwargs:
+            kwargs = {key: _unwrap(v, name, host_ok) for key, v in kwargs.items()}
+        result = self._function(*args, **kwargs)
+        return StrictArray(result) if type(result) is numpy.ndarray else _wrap(result)
 
     def __getattr__(self, attr):
         value = getattr(self._function, attr)
@@ -349,6 +431,8 @@ mT max mean min nbytes ndim nonzero partition prod put ravel real repeat reshape
 shape size sort squeeze std strides sum swapaxes take tobytes tofile tolist trace transpose var view
 """.split())
 
+
+_forward_ndarray_names(_NDARRAY_NAMES)
 
 module = _StrictModule("cupy", numpy, _CUPY_NAMES, own={
     "ndarray": StrictArray,
