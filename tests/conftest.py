@@ -13,6 +13,8 @@ import pytest  # noqa: E402
 
 import scratchgen as sg  # noqa: E402
 
+sg.backend.keep_freed_memory()  # as the demos run: each test's arrays reuse the last one's pages
+
 
 def _cupy_unavailable_reason():
     try:
