@@ -33,7 +33,8 @@ residual block per level; the network predicts v = √ᾱ_t ε − √(1 − ᾱ
 :mod:`scratchgen.models.diffusion`), over the cosine schedule, T = 1000; Adam at 2e-3 for the first half
 of training, falling linearly to 0 over the second, batch 32, 15 epochs (1,875 steps), and the samples
 come from an exponential moving average of the weights (decay 0.995). 2,000 samples are drawn by
-DDIM in 50 steps (η = 0) with x̂_0 held to [−1, 1], and judged as the GAN's digits are
+DDIM in 50 steps (η = 0) with x̂_0 held to [−1, 1], in batches of 250 shared among processes, one per
+core (``--sample-processes``; :mod:`scratchgen.parallel`), and judged as the GAN's digits are
 (:func:`scratchgen.metrics.judge_digits`: class shares, Inception Score beside the real digits',
 Fréchet distance). It writes ``samples.png`` (100 samples), ``reverse_process.png`` (ten samples
 through the reverse process, x_t from noise to digits), ``nearest_training.png`` (samples above their
@@ -51,7 +52,7 @@ import time
 
 import numpy as np
 
-from scratchgen import backend, experiment, metrics, no_grad, optim, plot, tensor
+from scratchgen import backend, experiment, metrics, no_grad, optim, parallel, plot, tensor
 from scratchgen.data import TOYS, DataLoader, load_mnist, to_float
 from scratchgen.models.diffusion import PREDICTIONS, SCHEDULES, DenoisingMLP, Diffusion
 from scratchgen.models.unet import UNet
@@ -122,6 +123,9 @@ def parse_args(argv=None):
                        help="train on the labels too and sample each digit with classifier-free guidance of this weight")
     mnist.add_argument("--drop-labels", type=experiment.fraction, default=0.1,
                        help="with --guidance: the share of labels replaced by 'no label' in training")
+    mnist.add_argument("--sample-processes", type=experiment.positive_int, default=None,
+                       help="processes that share the sampling, each drawing whole batches of 250 with one BLAS "
+                            "thread (default: one per core; the samples do not depend on it)")
     mnist.add_argument("--judge-epochs", type=experiment.positive_int, default=metrics.JUDGE_EPOCHS,
                        help="epochs the MNIST judge (a ConvClassifier) trains for")
     # A testing aid, hidden from --help: train the MNIST judge on this many images only.
@@ -149,7 +153,7 @@ def main(argv=None) -> dict:
     # How to sample and what to score may change on --resume; everything else defines the model or its data.
     run = experiment.Run(args, name=f"diffusion_{args.dataset}",
                          may_change=("sampler", "ddim_steps", "eta", "clip", "eval_samples", "bound_points",
-                                     "judge_epochs", "judge_subset"))
+                                     "judge_epochs", "judge_subset", "sample_processes"))
     return train_mnist(args, run) if args.dataset == "mnist" else train_toy(args, run)
 
 
@@ -248,22 +252,22 @@ def train_mnist(args, run) -> dict:
     final = {"steps": args.epochs * len(loader), "parameters": sum(p.data.size for p in net.parameters()),
              "train_wall_time_s": run.elapsed}
 
-    # The samples: 200 of each digit, in order, when the network reads labels; else unconditional.
+    # The samples: 200 of each digit, in order, when the network reads labels; else unconditional. They are
+    # drawn in batches, each from its own noise x_T drawn here, the batches shared among processes (one per
+    # core, see scratchgen.parallel), each of which rebuilds the network from its averaged weights.
     asked = np.arange(args.eval_samples) * 10 // args.eval_samples if conditional else None
-    began, samples, snapshots = time.perf_counter(), [], None
+    began = time.perf_counter()
     with averaged(ema):
-        for first in range(0, args.eval_samples, SAMPLE_BATCH):
-            count = min(SAMPLE_BATCH, args.eval_samples - first)
-            y = None if asked is None else asked[first:first + count]
-            path = sampler_steps(model, args, count, dim=(1, 28, 28), y=y)
-            if snapshots is None:  # the reverse process of the first batch's first ten samples
-                path = list(path)
-                snapshots = pick_snapshots(path, args.T, 1.0, 0.0, keep=10)
-            for _, x in path:
-                pass
-            samples.append(backend.to_numpy(x))
+        weights = {name: np.array(backend.to_numpy(value)) for name, value in model.state_dict().items()}  # copies
+    jobs = []
+    for index, first in enumerate(range(0, args.eval_samples, SAMPLE_BATCH)):
+        count = min(SAMPLE_BATCH, args.eval_samples - first)
+        x_T = backend.to_numpy(backend.rng().standard_normal((count, 1, 28, 28), dtype=backend.DEFAULT_DTYPE))
+        jobs.append((args, weights, x_T, None if asked is None else asked[first:first + count], index))
+    batches = parallel.map_in_processes(draw_batch, jobs, args.sample_processes)
     final["sample_wall_time_s"] = time.perf_counter() - began
-    samples = np.clip(np.concatenate(samples), -1, 1)
+    snapshots = batches[0][1]
+    samples = np.clip(np.concatenate([batch for batch, _ in batches]), -1, 1)
     images01 = (samples + 1) / 2  # in [0, 1], as the judge and the training images have them
     final.update(metrics.judge_digits(images01, args.mnist_source, epochs=args.judge_epochs,
                                       train_subset=args.judge_subset, verbose=not args.quiet, asked_labels=asked))
@@ -289,6 +293,27 @@ def train_mnist(args, run) -> dict:
     return run.finish(**final)
 
 
+def draw_batch(args, weights: dict, x_T, y, index: int):
+    """One batch of MNIST samples from noise x_T (and labels y), by the sampler that ``args`` names: a job of
+    :func:`scratchgen.parallel.map_in_processes`, which may run it in a process of its own, so the network is
+    built again from ``args`` and loaded with ``weights``. Any noise the sampler draws on the way comes from a
+    stream of the batch's own (seeded from --seed and ``index``), so the samples do not depend on which
+    process drew which batch. Returns the samples (N, 1, 28, 28) and, for the first batch, the snapshots of
+    its first ten samples' reverse process."""
+    net = UNet(1, args.base_channels, args.channel_mults, args.blocks, classes=10 if y is not None else 0)
+    model = Diffusion(net, args.T, args.schedule, args.variance, args.prediction)
+    model.load_state_dict(weights)
+    snapshots = None
+    with backend.fork_rng(args.seed * 1000 + index + 1):
+        path = sampler_steps(model, args, len(x_T), dim=(1, 28, 28), y=y, x_T=x_T)
+        if index == 0:  # the reverse process of the first batch's first ten samples
+            path = list(path)
+            snapshots = pick_snapshots(path, args.T, 1.0, 0.0, keep=10)
+        for _, x in path:
+            pass
+    return backend.to_numpy(x), snapshots
+
+
 def optimise(loss, opt, ema, *, epoch: int, step: int) -> float:
     """:func:`~scratchgen.train.gradient_step` on ``loss``, then the moving average (if any) updated."""
     value = gradient_step(loss, opt, epoch=epoch, step=step)
@@ -309,12 +334,13 @@ def averaged(ema):
     return ema.average_parameters() if ema else contextlib.nullcontext()
 
 
-def sampler_steps(model, args, n: int, dim, y=None):
-    """The chosen sampler's path (t, x_t) for n samples of shape dim (and labels y, guided by --guidance)."""
+def sampler_steps(model, args, n: int, dim, y=None, x_T=None):
+    """The chosen sampler's path (t, x_t) for n samples of shape dim (and labels y, guided by --guidance),
+    from noise x_T (drawn if None)."""
     guidance = args.guidance if y is not None else 0.0
     if args.sampler == "ancestral":
-        return model.ancestral_steps(n, dim=dim, y=y, guidance=guidance, clip=args.clip)
-    return model.ddim_steps(n, args.ddim_steps, args.eta, dim=dim, y=y, guidance=guidance, clip=args.clip)
+        return model.ancestral_steps(n, x_T, dim=dim, y=y, guidance=guidance, clip=args.clip)
+    return model.ddim_steps(n, args.ddim_steps, args.eta, x_T, dim=dim, y=y, guidance=guidance, clip=args.clip)
 
 
 def sampler_name(args) -> str:
