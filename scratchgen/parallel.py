@@ -2,12 +2,11 @@
 
 One Python process keeps one core busy. NumPy's matrix products can use more (OpenBLAS starts a thread per
 core), but everything else a network does, the elementwise ops, the norms, the copies into a
-convolution's columns and the autograd's bookkeeping, runs on one; measured on the 2-core VM of
-``docs/benchmarks.md``, a U-Net forward pass on 250 digits took 0.80 s with two BLAS threads and 0.88 s of
-CPU time with one, so the second core added about a tenth. Work made of independent parts, such as
-drawing 2,000 samples in batches of 250, goes twice as fast on two cores when two processes each take
-half of the batches, each with one BLAS thread: they do not wait for each other, and nothing is shared
-but the inputs sent and the results returned.
+convolution's columns and the autograd's bookkeeping, runs on one. Work made of independent parts, such
+as drawing 2,000 samples in batches of 250, goes faster when processes each take a share of the batches,
+each with one BLAS thread: they do not wait for each other, and nothing is shared but the inputs sent and
+the results returned. On the 2-core VM of ``docs/benchmarks.md``, the diffusion demo's 2,000 DDIM samples
+took 318 s in one process with two BLAS threads and 181 s in two processes with one each.
 
 :func:`map_in_processes` does that with the standard library's process pool. Each worker is a fresh
 interpreter (the "spawn" start method, the same on Linux, macOS and Windows), started with one BLAS thread
