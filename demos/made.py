@@ -47,8 +47,8 @@ from matplotlib.figure import Figure
 
 from scratchgen import backend, experiment, metrics, no_grad, optim, plot, tensor
 from scratchgen.checkpoint import atomic_write
-from scratchgen.data import BINARIZATIONS, TOYS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist
-from scratchgen.data.mnist import TEST_DRAW_SEED
+from scratchgen.data import (BINARIZATIONS, TOYS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist,
+                             scored_pixels)
 from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
 from scratchgen.train import check_finite, minimise_epoch
 
@@ -138,7 +138,7 @@ def images(args, run) -> dict:
     model = MADE(dims, args.hidden or (500,), ordering=None if args.ordering == "natural" else "random",
                  num_masks=args.num_masks, order_agnostic=args.order_agnostic, seed=args.seed)
 
-    scored_train_x = scored_training_digits(train_x, args)
+    scored_train_x = scored_pixels(train_x, args.binarize)  # binary, as the test digits are
     run.state.setdefault("train_nll_eval_seconds", 0.0)  # kept across resumptions, like the wall time
 
     def evaluate():
@@ -188,12 +188,6 @@ def images(args, run) -> dict:
         final["fvsbn_train_nll_nats"] = negative_log_likelihood(fvsbn, scored_train_x)
         final["fvsbn_test_nll_nats"] = negative_log_likelihood(fvsbn, test_x)
     return run.finish(**final)
-
-
-def scored_training_digits(train_x, args):
-    """The training digits as the train NLL scores them: the binary digits themselves, or, when training
-    draws them afresh each epoch (``--binarize dynamic``), one fixed draw, made as the test digits' is."""
-    return binarize_stochastic(train_x, rng=TEST_DRAW_SEED) if args.binarize == "dynamic" else train_x
 
 
 def _nll_curves(history, path, args, dims: int) -> None:

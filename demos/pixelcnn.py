@@ -33,8 +33,7 @@ import time
 import numpy as np
 
 from scratchgen import experiment, metrics, no_grad, optim, plot, tensor
-from scratchgen.data import BINARIZATIONS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist
-from scratchgen.data.mnist import TEST_DRAW_SEED
+from scratchgen.data import BINARIZATIONS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist, scored_pixels
 from scratchgen.models import PixelCNN, bits_per_dim
 from scratchgen.train import minimise_epoch
 
@@ -90,8 +89,7 @@ def main(argv=None) -> dict:
     final["train_wall_time_s"] = run.elapsed
     model.eval()
     # the training digits scored as the test digits are: binary, under dynamic binarisation one fixed draw
-    scored_train_x = binarize_stochastic(train_x, rng=TEST_DRAW_SEED) if args.binarize == "dynamic" else train_x
-    final["final_train_nll_nats"] = negative_log_likelihood(model, scored_train_x)
+    final["final_train_nll_nats"] = negative_log_likelihood(model, scored_pixels(train_x, args.binarize))
 
     began = time.perf_counter()
     samples = model.sample(args.samples, size=train_x.shape[2:])

@@ -40,8 +40,8 @@ import time
 import numpy as np
 
 from scratchgen import distributed, experiment, metrics, no_grad, optim, plot, tensor
-from scratchgen.data import BINARIZATIONS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist, to_float
-from scratchgen.data.mnist import TEST_DRAW_SEED
+from scratchgen.data import (BINARIZATIONS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist,
+                             scored_pixels, to_float)
 from scratchgen.models.vae import ConvVAE, DenseVAE, evaluate, importance_sampled_nll
 from scratchgen.train import check_finite
 
@@ -170,9 +170,8 @@ def main(argv=None) -> dict:
     # Last, so that the pictures draw the same random numbers with or without it: the training digits'
     # NLL, estimated as the test digits' is (binary; under dynamic binarisation one fixed draw).
     began = time.perf_counter()
-    scored = x_train[:args.train_nll_images or (1_000 if args.model == "conv" else len(x_train))]
-    if args.binarize == "dynamic":
-        scored = binarize_stochastic(scored, rng=TEST_DRAW_SEED)
+    scored = scored_pixels(x_train[:args.train_nll_images or (1_000 if args.model == "conv" else len(x_train))],
+                           args.binarize)
     train_nll = importance_sampled_nll(model, scored, k=args.k)
     return run.finish(test_neg_elbo=test["neg_elbo"], test_rec=test["rec"], test_kl=test["kl"], test_nll_is=nll,
                       k=args.k, train_seconds=round(run.state["train_seconds"], 2), eval_seconds=round(eval_seconds, 2),

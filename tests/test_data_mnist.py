@@ -9,7 +9,8 @@ import pytest
 
 import scratchgen as sg
 from scratchgen.data import (
-    DataLoader, DownloadError, bernoulli_pixels, binarize, binarize_stochastic, load_mnist, to_float, write_idx,
+    DataLoader, DownloadError, bernoulli_pixels, binarize, binarize_stochastic, load_mnist, scored_pixels, to_float,
+    write_idx,
 )
 from scratchgen.data import download, mnist
 
@@ -173,6 +174,15 @@ def test_bernoulli_pixels_binarise_the_test_split_once_by_one_fixed_draw():
     assert not np.array_equal(fixed, binarize(images))
     with pytest.raises(ValueError, match="'fixed'"):
         bernoulli_pixels(images, "test", "fixed")
+
+
+def test_scored_pixels_are_the_training_digits_drawn_as_the_test_digits_are():
+    images = load_mnist(split="train")[0][:50]
+    binary = bernoulli_pixels(images, "train", "threshold")
+    assert scored_pixels(binary, "threshold") is binary  # already what is scored
+    grey = bernoulli_pixels(images, "train", "dynamic")
+    sg.manual_seed(3)  # not the run's stream: one fixed draw, the test split's
+    np.testing.assert_array_equal(scored_pixels(grey, "dynamic"), bernoulli_pixels(images, "test", "dynamic"))
 
 
 def test_pixel_forms_take_and_give_tensors_on_the_active_backend(backend):

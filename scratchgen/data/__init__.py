@@ -16,15 +16,16 @@ from scratchgen.data.download import ChecksumError, DownloadError, default_cache
 from scratchgen.data.idx import IDXError, read_idx, write_idx
 from scratchgen.data.loader import DataLoader
 from scratchgen.data.mnist import (
-    BINARIZATIONS, FASHION_MNIST_CLASSES, bernoulli_pixels, binarize, binarize_stochastic, load_mnist, to_float,
+    BINARIZATIONS, FASHION_MNIST_CLASSES, bernoulli_pixels, binarize, binarize_stochastic, load_mnist, scored_pixels,
+    to_float,
 )
 from scratchgen.data.toy import (
     TOYS, GaussianMixture2D, grid25, grid25_mixture, ring8, ring8_mixture, swiss_roll, two_moons,
 )
 
 __all__ = [
-    "load_mnist", "to_float", "binarize", "binarize_stochastic", "bernoulli_pixels", "BINARIZATIONS",
-    "FASHION_MNIST_CLASSES",
+    "load_mnist", "to_float", "binarize", "binarize_stochastic", "bernoulli_pixels", "scored_pixels",
+    "BINARIZATIONS", "FASHION_MNIST_CLASSES",
     "read_idx", "write_idx", "IDXError", "fetch", "default_cache_dir", "DownloadError", "ChecksumError",
     "GaussianMixture2D", "ring8", "ring8_mixture", "grid25", "grid25_mixture", "two_moons", "swiss_roll", "TOYS",
     "DataLoader",

@@ -40,7 +40,8 @@ from scratchgen.data.download import ChecksumError, fetch, sha256_of
 from scratchgen.data.idx import read_idx
 from scratchgen.tensor import Tensor
 
-__all__ = ["load_mnist", "to_float", "binarize", "binarize_stochastic", "bernoulli_pixels", "BINARIZATIONS",
+__all__ = ["load_mnist", "to_float", "binarize", "binarize_stochastic", "bernoulli_pixels", "scored_pixels",
+           "BINARIZATIONS",
            "TEST_DRAW_SEED", "DATASET_NAMES",
            "FASHION_MNIST_CLASSES", "EMBEDDED_PATH", "EMBEDDED_SHA256"]
 
@@ -213,7 +214,14 @@ def bernoulli_pixels(images, split: str, binarization: str = "threshold"):
     if binarization == "threshold":
         return binarize(images)
     intensities = to_float(images)
-    return intensities if split == "train" else binarize_stochastic(intensities, rng=TEST_DRAW_SEED)
+    return intensities if split == "train" else scored_pixels(intensities, binarization)
+
+
+def scored_pixels(pixels, binarization: str = "threshold"):
+    """The binary pixels a likelihood is measured on, from :func:`bernoulli_pixels`' output: under
+    "dynamic", one draw x ~ Bernoulli(intensity) with seed :data:`TEST_DRAW_SEED` (the test split's own,
+    and the training digits' when their NLL is measured the same way); else the pixels, already binary."""
+    return binarize_stochastic(pixels, rng=TEST_DRAW_SEED) if binarization == "dynamic" else pixels
 
 
 def _raw(images):
