@@ -50,8 +50,7 @@ def apply_backend(name: str, malloc: str = "keep") -> str:
 
     scratchgen.set_backend(name)
     kept = malloc == "keep" and scratchgen.backend.keep_freed_memory()
-    memory = ("; malloc keeps freed memory (both libraries)" if kept else
-              "; malloc as the C library has it" if name != "cupy" else "")
+    memory = "; malloc keeps freed memory (both libraries)" if kept else "; malloc as the C library has it"
     if name == "cupy":
         return ("backend cupy: scratchgen on the GPU, timed to the end of each step; PyTorch (if compared) on the CPU"
                 + memory)

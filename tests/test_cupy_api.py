@@ -232,8 +232,8 @@ class CupyAPI:
         for place in sorted(places):
             try:
                 namespaces[place] = sorted(name for name in dir(resolve(place)) if not name.startswith("_"))
-            except AttributeError:  # a namespace CuPy does not have: every name in it is then missing
-                continue
+            except AttributeError:  # a namespace CuPy does not have: every name in it is missing
+                namespaces[place] = []
         parameters = {}
         for (namespace, dotted), use in sorted(uses.items()):
             if not any(c is not None for c in use.calls):
@@ -264,7 +264,7 @@ class CupyAPI:
         """True or False; None where the record does not cover the namespace of ``full``."""
         place, _, name = full.rpartition(".")
         if place not in self.namespaces:
-            return None if self.source != "installed" else False
+            return None
         return name in self.namespaces[place]
 
     def signature(self, full: str):
