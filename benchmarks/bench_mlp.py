@@ -21,6 +21,8 @@ from common import (add_backend_flag, apply_backend, configure_threads, interlea
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--repeats", type=int, default=50)
+parser.add_argument("--only", choices=("numpy", "scratchgen", "pytorch"),
+                    help="time one contender alone (interleaving them in one process slows each unevenly)")
 add_backend_flag(parser)
 args = parser.parse_args()
 configure_threads(args.threads)
@@ -132,8 +134,12 @@ def op_overhead_us(repeats: int = 20000) -> tuple[float, float]:
 
 
 FLOOR = "hand-written NumPy (floor)" if args.backend != "cupy" else "hand-written NumPy, CPU"
-steps = {FLOOR: numpy_step(), "scratchgen": scratchgen_step()}
-torch = try_import_torch(args.threads)
+steps = {}
+if args.only in (None, "numpy"):
+    steps[FLOOR] = numpy_step()
+if args.only in (None, "scratchgen"):
+    steps["scratchgen"] = scratchgen_step()
+torch = try_import_torch(args.threads) if args.only in (None, "pytorch") else None
 if torch is not None:
     steps[f"PyTorch {torch.__version__} CPU"] = torch_step(torch)
 times = interleaved_times(steps, warmup=5, repeats=args.repeats)
@@ -143,12 +149,14 @@ print(f"MLP 784-500-784 training step, batch {BATCH}, float32, {args.threads} th
 print(f"  {backend_line}")
 print(f"  {'median (min) per step':<30} {'ms':>18}   vs hand NumPy")
 for name, median, fastest in rows:
-    print(f"  {name:<30} {median:8.2f} ({fastest:6.2f})   {median / rows[0][1]:5.2f}x")
-if torch is not None:
+    floor = f"{median / rows[0][1]:5.2f}x" if FLOOR in steps else ""
+    print(f"  {name:<30} {median:8.2f} ({fastest:6.2f})   {floor}")
+if torch is not None and "scratchgen" in steps:
     t_median, t_min = times[f"PyTorch {torch.__version__} CPU"]
     s_median, s_min = times["scratchgen"]
     print(f"  scratchgen / PyTorch: {s_median / t_median:.2f}x by median, {s_min / t_min:.2f}x by minimum")
-if args.backend == "strict":
+if args.backend == "strict" and "scratchgen" in steps:
     print(f"  {host_reads_line({'scratchgen': steps['scratchgen']})}")
-fwd, both = op_overhead_us()
-print(f"autograd overhead per op (1-element tensors): {fwd:.1f} us forward, {both:.1f} us forward + backward")
+if "scratchgen" in steps:
+    fwd, both = op_overhead_us()
+    print(f"autograd overhead per op (1-element tensors): {fwd:.1f} us forward, {both:.1f} us forward + backward")
