@@ -89,6 +89,12 @@ def interleaved_times(named_steps: dict, warmup: int, repeats: int, synchronize=
     The warm-up also runs every step in turn, as a GAN's training loop does: the process's malloc then
     reuses the memory that the largest arrays freed instead of mapping fresh pages for every step
     (first-touch page faults are costly on some virtual machines).
+
+    A caution on a machine with few cores: OpenBLAS keeps its threads spinning for about 0.1 s after each
+    matrix product, so a PyTorch step that follows scratchgen's shares the cores with them, and its
+    median can be several times its time alone (docs/benchmarks.md measures it). Compare medians from
+    ``--only`` runs, or set ``OPENBLAS_THREAD_TIMEOUT=4`` (the threads sleep at once), before reading a
+    ratio from the interleaved ones.
     """
     for _ in range(warmup):
         for step in named_steps.values():
