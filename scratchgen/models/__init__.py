@@ -11,7 +11,7 @@ from scratchgen.models.fvsbn import FVSBN, IndependentBernoulli, bits_per_dim  #
 from scratchgen.models.vae import VAE, ConvVAE, DenseVAE, VAELoss, importance_sampled_nll  # noqa: F401
 from scratchgen.models.pixelcnn import PixelCNN  # noqa: F401
 from scratchgen.models.diffusion import DenoisingMLP, Diffusion  # noqa: F401
-from scratchgen.models.rbm import RBM, ContrastiveDivergence  # noqa: F401
+from scratchgen.models.rbm import RBM, AISEstimate, ContrastiveDivergence, ais_log_partition, ais_schedule  # noqa: F401
 from scratchgen.models.flow import MAF, AffineCoupling, Bijection, Flow, MAFLayer, RealNVP  # noqa: F401
 from scratchgen.models.kmeans import KMeans  # noqa: F401
 from scratchgen.models.gsn import chain_step, random_binary_images, run_chain, walkback_loss  # noqa: F401
