@@ -48,6 +48,16 @@ channels kept), s and t from a small convolutional net. In front of them, the da
 pixels are dequantised, x = (k + ν)/256 with ν ~ U[0, 1) (:func:`dequantize`), and :class:`LogitTransform`
 maps x to the real line with its log-determinant counted, so that the reported figure is the literature's
 bits per dimension of the 8-bit pixels: see :class:`ImageRealNVP` for the bookkeeping.
+
+Flow++'s monotone maps (Ho, Chen, Srinivas, Duan and Abbeel 2019, "Flow++", section 3.2), as options of the
+image flow: a number y goes through the CDF F of a mixture of logistics, then the logit, u = logit F(y)
+(:func:`logistic_mixture_logit_cdf`, inverted by bisection in :func:`logistic_mixture_inverse`).
+:class:`LogisticMixtureCDF` does it with one learned mixture per pixel, right after the logit transform: a
+learned marginal per pixel. :class:`MaskedMixtureCoupling` is a coupling whose network chooses a mixture for
+every moved pixel from the kept ones: a conditional distribution of any shape, where an affine coupling
+only shifts and scales. Both matter on MNIST, whose background pixels (four in five) are exactly 0: after
+dequantisation they fill the narrow cell [0, 1/256) evenly, a flat, sharp-edged density that smooth affine
+couplings cannot shape and a narrow logistic component can hold.
 """
 
 from __future__ import annotations
@@ -63,7 +73,8 @@ from scratchgen.ops import concatenate
 from scratchgen.tensor import Tensor, rand, randn
 
 __all__ = ["Bijection", "AffineCoupling", "MAFLayer", "Flow", "RealNVP", "MAF",
-           "LogitTransform", "Squeeze", "MaskedAffineCoupling", "checkerboard_mask", "channel_mask", "ImageRealNVP",
+           "LogitTransform", "logistic_mixture_logit_cdf", "logistic_mixture_inverse", "LogisticMixtureCDF", "Squeeze",
+           "MaskedAffineCoupling", "MaskedMixtureCoupling", "checkerboard_mask", "channel_mask", "ImageRealNVP",
            "dequantize", "bits_per_dim_dequantized", "independent_pixels_bits_per_dim"]
 
 
@@ -332,6 +343,117 @@ class LogitTransform(Bijection):
         return f"alpha={self.alpha}"
 
 
+def logistic_mixture_logit_cdf(y: Tensor, log_weights: Tensor, means: Tensor, log_scales: Tensor):
+    """u = logit F(y) and log du/dy, elementwise, for F the CDF of a mixture of K logistics (Flow++, Ho et
+    al. 2019, section 3.2):
+
+        F(y) = Σ_k π_k σ(z_k),   z_k = (y - μ_k) / s_k,        f(y) = F'(y) = Σ_k π_k σ(z_k) σ(-z_k) / s_k,
+        u = log F - log(1 - F),                                 du/dy = f / (F (1 - F)).
+
+    Everything is computed in log space, so that no F near 0 or 1 is rounded to 0 or 1 before its log is
+    taken: with log σ(z) = -softplus(-z) and 1 - F = Σ_k π_k σ(-z_k),
+
+        log F = logsumexp_k(log π_k - softplus(-z_k)),    log(1 - F) = logsumexp_k(log π_k - softplus(z_k)),
+        log f = logsumexp_k(log π_k - softplus(z_k) - softplus(-z_k) - log s_k).
+
+    Args:
+        y: (N, ...). log_weights: log π, normalised over K; means: μ; log_scales: log s; each (K, ...) with
+            y's trailing shape, shared by the examples, or (N, K, ...), one mixture per example.
+
+    Returns:
+        u and log du/dy, both shaped as y.
+    """
+    z = (y.reshape(len(y), 1, *y.shape[1:]) - means) * (-log_scales).exp()  # (N, K, ...)
+    softplus_z, softplus_minus_z = z.softplus(), (-z).softplus()
+    log_cdf = (log_weights - softplus_minus_z).logsumexp(axis=1)
+    log_survival = (log_weights - softplus_z).logsumexp(axis=1)
+    log_density = (log_weights - softplus_z - softplus_minus_z - log_scales).logsumexp(axis=1)
+    return log_cdf - log_survival, log_density - log_cdf - log_survival
+
+
+def logistic_mixture_inverse(u: Tensor, log_weights: Tensor, means: Tensor, log_scales: Tensor,
+                             max_halvings: int = 200) -> Tensor:
+    """y with logit F(y) = u, elementwise, for the mixture CDF F of :func:`logistic_mixture_logit_cdf` (same
+    arguments), which has no closed-form inverse: by bisection, then one Newton step.
+
+    The bracket. At y = max_k (μ_k + s_k u) every z_k ≥ u, so every σ(z_k) ≥ σ(u), and so is their average
+    F(y); at y = min_k (μ_k + s_k u), F(y) ≤ σ(u). F is increasing, so the root lies between, and halving the
+    bracket (on raw arrays, no graph) closes on it until it is a few rounding errors wide (at most
+    ``max_halvings`` times). One Newton step written in Tensor ops from there, y ← y₀ - (logit F(y₀) - u) /
+    (du/dy)(y₀), hardly moves y but makes it differentiable in u and in the mixture's parameters: at the
+    root, the step's gradient is the implicit function theorem's.
+    """
+    xp, target = backend.xp, u.data
+    with no_grad():
+        ends = means.data + xp.exp(log_scales.data) * target[:, None]  # (N, K, ...): μ_k + s_k u
+        low, high = ends.min(axis=1), ends.max(axis=1)
+        tolerance = 4 * float(xp.finfo(target.dtype).eps) * (1 + xp.abs(low) + xp.abs(high))
+        for _ in range(max_halvings):
+            middle = (low + high) / 2
+            above = logistic_mixture_logit_cdf(Tensor(middle), log_weights, means, log_scales)[0].data > target
+            low, high = xp.where(above, low, middle), xp.where(above, middle, high)
+            if (high - low <= tolerance).all():
+                break
+    start = Tensor((low + high) / 2)
+    value, log_slope = logistic_mixture_logit_cdf(start, log_weights, means, log_scales)
+    return start - (value - u) * (-log_slope).exp()
+
+
+class LogisticMixtureCDF(Bijection):
+    """Every number through its own learned monotone map: the CDF F of a mixture of K logistics, then the
+    logit (Flow++'s elementwise transform, Ho et al. 2019, section 3.2, here unconditional, one mixture
+    per pixel):
+
+        u = logit F(y),   log |det ∂u/∂y| = Σ_d [log f(y_d) - log F(y_d) - log(1 - F(y_d))]
+
+    (:func:`logistic_mixture_logit_cdf`; the Jacobian is diagonal). F is increasing, so the map is a
+    bijection of the real line onto itself. Alone, over the standard normal base, it is a model of
+    independent numbers with a flexible marginal each; in an image flow it sits after the
+    :class:`LogitTransform` and gives each pixel its own marginal: a narrow component can hold the mass of
+    MNIST's background (pixel 0, four pixels in five) on the narrow cell that its dequantised values fill,
+    which the smooth couplings after it could not carve out.
+
+    The inverse has no closed form: y with F(y) = σ(u) is found by bisection
+    (:func:`logistic_mixture_inverse`).
+
+    Parameters. ``theta`` (3, K, *shape) holds the mixture logits, the means and the log-scales, all
+    divided by ``speed``, which multiplies them back on use. Adam moves every parameter by about its
+    learning rate per step whatever the size of its gradient; a log-scale that has to travel from about -2
+    to -5 (to a component as narrow as a pixel's cell) would take thousands of steps at 1e-3. Stored this way,
+    the same optimiser moves these parameters ``speed`` times faster than the networks' weights (the device
+    behind the "equalised learning rate" of Karras et al. 2018, who multiply each layer's weights by a
+    constant on use to set its effective step).
+
+    Args:
+        shape: of one example, e.g. (C, H, W). components: K. low, high: the means start evenly spread
+            over [low, high] and the scales at its width / K, F roughly uniform there. speed: as above.
+    """
+
+    def __init__(self, shape, components: int = 16, low: float = -3.0, high: float = 3.0, speed: float = 10.0):
+        super().__init__()
+        shape, width = tuple(shape), (high - low) / components
+        theta = numpy.zeros((3, components) + shape)
+        theta[1] = (low + width * (numpy.arange(components) + 0.5)).reshape((components,) + (1,) * len(shape))
+        theta[2] = math.log(width)
+        self.theta = nn.Parameter(backend.asarray((theta / speed).astype(backend.DEFAULT_DTYPE)))
+        self.shape, self.components, self.speed = shape, components, speed
+
+    def _mixture(self):
+        """log π, μ and log s, each (K, *shape)."""
+        theta = self.theta * self.speed
+        return theta[0].log_softmax(axis=0), theta[1], theta[2]
+
+    def forward(self, y: Tensor):
+        u, log_slope = logistic_mixture_logit_cdf(y, *self._mixture())
+        return u, log_slope.reshape(len(y), -1).sum(axis=1)
+
+    def inverse(self, u: Tensor) -> Tensor:
+        return logistic_mixture_inverse(u, *self._mixture())
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, components={self.components}, speed={self.speed}"
+
+
 class Squeeze(Bijection):
     """Space to depth: every 2×2 block of pixels becomes 4 channels, (N, C, H, W) → (N, 4C, H/2, W/2).
 
@@ -369,14 +491,15 @@ def channel_mask(shape, parity: int = 0) -> numpy.ndarray:
     return numpy.broadcast_to((first if parity == 0 else ~first)[:, None, None], (c, h, w)).astype(numpy.float32)
 
 
-def coupling_net(channels: int, hidden: int) -> nn.Sequential:
-    """s and t of an image coupling: 3×3 conv, ReLU, 1×1 conv, ReLU, 3×3 conv to 2C channels (s then t).
+def coupling_net(channels: int, hidden: int, outputs: int | None = None) -> nn.Sequential:
+    """The network of an image coupling: 3×3 conv, ReLU, 1×1 conv, ReLU, 3×3 conv to ``outputs`` channels
+    (by default 2C: s then t).
 
     Glow's shape of network (Kingma and Dhariwal 2018, section 3.3), whose last convolution starts at zero,
-    so that every coupling starts as the identity (s = t = 0) and the flow trains from there. ("Same"
-    padding keeps the image size.)
+    so that every affine coupling starts as the identity (s = t = 0) and the flow trains from there.
+    ("Same" padding keeps the image size.)
     """
-    last = nn.Conv2d(hidden, 2 * channels, 3, padding=1)
+    last = nn.Conv2d(hidden, outputs or 2 * channels, 3, padding=1)
     last.weight.data[...] = 0
     last.bias.data[...] = 0
     return nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(),
@@ -429,10 +552,65 @@ class MaskedAffineCoupling(Bijection):
         return f"channels={self.channels}, hidden={self.hidden}, kept={int(self.mask.data.sum())}"
 
 
+class MaskedMixtureCoupling(Bijection):
+    """Flow++'s coupling (Ho et al. 2019, section 3.2, without its affine part): the kept numbers choose,
+    for every moved number, a whole mixture of K logistics, and the moved number goes through that
+    mixture's CDF and the logit:
+
+        u = b ⊙ x + (1 - b) ⊙ logit F(x; π, μ, s),   (π, μ, s) = net(b ⊙ x),
+        log |det ∂u/∂x| = Σ (1 - b) ⊙ log du/dx        (:func:`logistic_mixture_logit_cdf`).
+
+    The Jacobian is triangular as in :class:`MaskedAffineCoupling`, and the inverse again computes the
+    mixtures from b ⊙ u = b ⊙ x, then inverts each moved number's CDF (:func:`logistic_mixture_inverse`).
+    An affine coupling can only shift and scale a pixel according to its neighbours; this one gives it a
+    conditional distribution of any shape (two modes, a narrow spike at the background's cell), F the CDF of
+    that distribution and logit F its place on the base's line.
+
+    The network's last convolution starts at zero and its bias at equal weights, scales 1 and K means
+    spread over [-1, 1]: F is then close to σ, and the coupling to the identity (logit σ(x) = x). (The
+    spread keeps the K components from staying copies of each other: equal components get equal gradients.)
+
+    Args:
+        mask: b, (C, H, W) of 0 and 1. hidden: the channels of the network's hidden layers.
+        components: K.
+    """
+
+    def __init__(self, mask, hidden: int = 32, components: int = 4):
+        super().__init__()
+        mask = numpy.asarray(mask, dtype=numpy.float32)
+        self.register_buffer("mask", backend.asarray(mask))
+        channels = mask.shape[0]
+        self.net = coupling_net(channels, hidden, 3 * components * channels)
+        bias = numpy.zeros((3, components, channels), dtype=numpy.float32)  # logits, means, log-scales
+        bias[1] = numpy.linspace(-1, 1, components)[:, None]
+        self.net[-1].bias.data[...] = backend.asarray(bias.reshape(-1))
+        self.channels, self.hidden, self.components = channels, hidden, components
+
+    def _mixture(self, kept: Tensor):
+        """log π, μ and log s, each (N, K, C, H, W), from the kept numbers b ⊙ x."""
+        n, c, h, w = kept.shape
+        params = self.net(kept).reshape(n, 3, self.components, c, h, w)
+        return params[:, 0].log_softmax(axis=1), params[:, 1], params[:, 2]
+
+    def forward(self, x: Tensor):
+        kept = self.mask.astype(x.dtype)
+        value, log_slope = logistic_mixture_logit_cdf(x, *self._mixture(x * kept))
+        return x * kept + value * (1 - kept), (log_slope * (1 - kept)).reshape(len(x), -1).sum(axis=1)
+
+    def inverse(self, u: Tensor) -> Tensor:
+        kept = self.mask.astype(u.dtype)
+        return u * kept + logistic_mixture_inverse(u, *self._mixture(u * kept)) * (1 - kept)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, hidden={self.hidden}, components={self.components}, "
+                f"kept={int(self.mask.data.sum())}")
+
+
 class ImageRealNVP(Flow):
     """RealNVP for images (Dinh et al. 2017, section 3.6), without its multi-scale factoring-out: pixel
-    intensities x in [0, 1]^(C×H×W) → logit → per scale, ``couplings`` checkerboard couplings, a squeeze
-    and ``couplings`` channel couplings → finally ``couplings`` checkerboard couplings → u ~ N(0, I).
+    intensities x in [0, 1]^(C×H×W) → logit → (with ``components``) a learned CDF per pixel → per scale,
+    ``couplings`` checkerboard couplings, a squeeze and ``couplings`` channel couplings → finally
+    ``couplings`` checkerboard couplings → u ~ N(0, I).
 
     The masks alternate between successive couplings (parity 0, 1, 0, ...), so that every number is moved.
     For MNIST's (1, 28, 28) and one scale: three checkerboard couplings at 28×28, a squeeze to (4, 14, 14),
@@ -455,20 +633,34 @@ class ImageRealNVP(Flow):
 
     Args:
         shape: (C, H, W); H and W divisible by 2 per scale. couplings: per group (above). hidden: channels
-        of each coupling's network. scales: squeezes. alpha: the logit's α.
+        of each coupling's network. scales: squeezes. alpha: the logit's α. components: K of a
+        :class:`LogisticMixtureCDF` after the logit, a learned marginal per pixel (Flow++'s elementwise
+        transform); 0, the default, leaves it out, as RealNVP does. coupling_components: K of
+        :class:`MaskedMixtureCoupling` couplings (Flow++'s); 0, the default, makes them RealNVP's
+        :class:`MaskedAffineCoupling`.
     """
 
-    def __init__(self, shape=(1, 28, 28), couplings: int = 3, hidden: int = 32, scales: int = 1, alpha: float = 0.05):
+    def __init__(self, shape=(1, 28, 28), couplings: int = 3, hidden: int = 32, scales: int = 1, alpha: float = 0.05,
+                 components: int = 0, coupling_components: int = 0):
         c, h, w = shape
         if h % 2 ** scales or w % 2 ** scales:
             raise ValueError(f"ImageRealNVP: {scales} squeezes need H and W divisible by {2 ** scales}, got {shape}")
+
+        def coupling(mask):
+            if coupling_components:
+                return MaskedMixtureCoupling(mask, hidden, coupling_components)
+            return MaskedAffineCoupling(mask, hidden)
+
         bijections = [LogitTransform(alpha)]
+        if components:
+            edge = math.log((1 - alpha) / alpha)  # the logit maps [0, 1] onto [-edge, edge]
+            bijections.append(LogisticMixtureCDF(shape, components, low=-edge, high=edge))
         for _ in range(scales):
-            bijections += [MaskedAffineCoupling(checkerboard_mask((c, h, w), k % 2), hidden) for k in range(couplings)]
+            bijections += [coupling(checkerboard_mask((c, h, w), k % 2)) for k in range(couplings)]
             bijections.append(Squeeze())
             c, h, w = 4 * c, h // 2, w // 2
-            bijections += [MaskedAffineCoupling(channel_mask((c, h, w), k % 2), hidden) for k in range(couplings)]
-        bijections += [MaskedAffineCoupling(checkerboard_mask((c, h, w), k % 2), hidden) for k in range(couplings)]
+            bijections += [coupling(channel_mask((c, h, w), k % 2)) for k in range(couplings)]
+        bijections += [coupling(checkerboard_mask((c, h, w), k % 2)) for k in range(couplings)]
         super().__init__(bijections, event_shape=shape, code_shape=(c, h, w))
 
     def bits_per_dim(self, x: Tensor) -> Tensor:
