@@ -387,7 +387,7 @@ def logistic_mixture_inverse(u: Tensor, log_weights: Tensor, means: Tensor, log_
     with no_grad():
         ends = means.data + xp.exp(log_scales.data) * target[:, None]  # (N, K, ...): μ_k + s_k u
         low, high = ends.min(axis=1), ends.max(axis=1)
-        tolerance = 4 * float(xp.finfo(target.dtype).eps) * (1 + xp.abs(low) + xp.abs(high))
+        tolerance = 4 * float(numpy.finfo(target.dtype).eps) * (1 + xp.abs(low) + xp.abs(high))
         for _ in range(max_halvings):
             middle = (low + high) / 2
             above = logistic_mixture_logit_cdf(Tensor(middle), log_weights, means, log_scales)[0].data > target
