@@ -1,5 +1,6 @@
 """The backend seam: choosing a backend, clear errors without CuPy, and seeding."""
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -224,7 +225,8 @@ def test_keep_freed_memory_lets_the_next_arrays_reuse_the_pages_of_the_last():
     environment = {name: value for name, value in os.environ.items() if name != "SCRATCHGEN_BACKEND"}  # on NumPy
     out = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True,
                          check=True).stdout.split()
-    if out == ["unsupported"]:
-        pytest.skip("this C library has no glibc mallopt (not Linux with glibc): keep_freed_memory does nothing")
+    if out == ["unsupported"]:  # macOS, musl: the call must say it did nothing, and only where there is no mallopt
+        assert not hasattr(ctypes.CDLL(None), "mallopt"), "keep_freed_memory refused although mallopt exists"
+        return
     pages_written = 44 * 2**20 // 4096  # per round: 11,264 (glibc's default gave back 2,442 faults per round)
     assert float(out[0]) < 0.01 * pages_written
