@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import configure_threads, machine, try_import_torch  # noqa: E402
+from common import configure_threads, machine, require_torch  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--dataset", choices=("ring8", "grid25"), default="ring8")
@@ -70,9 +70,7 @@ from scratchgen import metrics  # noqa: E402
 from scratchgen.data import TOYS  # noqa: E402
 from scratchgen.models.diffusion import linear_schedule, sinusoidal_embedding  # noqa: E402
 
-torch = try_import_torch(args.threads)
-if torch is None:
-    sys.exit("bench_diffusion_toys.py needs PyTorch: it is the reference")
+torch = require_torch(args.threads)
 nn = torch.nn
 
 HIDDEN, EMBEDDING = (128, 128, 128), 64

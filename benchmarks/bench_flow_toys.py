@@ -57,7 +57,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import configure_threads, machine, try_import_torch  # noqa: E402
+from common import configure_threads, machine, require_torch  # noqa: E402
 
 TOY_NAMES = ("ring8", "grid25", "two_moons", "swiss_roll")
 
@@ -87,9 +87,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scratchgen.data import TOYS  # noqa: E402
 from scratchgen.models.made import made_degrees, made_masks  # noqa: E402
 
-torch = try_import_torch(args.threads)
-if torch is None:
-    sys.exit("bench_flow_toys.py needs PyTorch: it is the reference")
+torch = require_torch(args.threads)
 nn = torch.nn
 
 

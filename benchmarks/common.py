@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 BACKENDS = ("numpy", "cupy", "strict")
 
@@ -135,4 +136,14 @@ def try_import_torch(threads: int):
     except ImportError:
         return None
     torch.set_num_threads(threads)
+    return torch
+
+
+def require_torch(threads: int):
+    """PyTorch, pinned to ``threads``, for a script whose whole point is a PyTorch reference (the toy flows',
+    the toy diffusion's); without it, the script exits saying so."""
+    torch = try_import_torch(threads)
+    if torch is None:
+        sys.exit(f"{Path(sys.argv[0]).name} needs PyTorch: it is the reference (pip install torch, in a venv of "
+                 "its own: scratchgen never depends on it)")
     return torch
