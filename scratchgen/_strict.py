@@ -69,8 +69,6 @@ def _unwrap(value, where: str, host_ok: bool = False):
         return value  # slices and numbers, an index most often: nothing inside to unwrap
     if kind is list:
         return [_unwrap(v, where, host_ok) for v in value]
-    if isinstance(value, StrictArray):
-        return value._array
     if isinstance(value, numpy.ndarray):
         if host_ok:
             return value
@@ -103,7 +101,6 @@ def _refuse_numpy(name: str, arguments) -> TypeError:
 
 
 _OPERANDS = (numpy.ndarray,) + _SCALARS  # what an operator takes (a NumPy array, to refuse it)
-_NUMBERS = frozenset({int, float, bool, complex})
 
 
 def _binary(ufunc, reflected: bool = False):
@@ -111,15 +108,11 @@ def _binary(ufunc, reflected: bool = False):
     where = f"the operator {ufunc.__name__}"
 
     def apply(self, other):
-        kind = type(other)
-        if kind is StrictArray:
-            other = other._array
-        elif kind not in _NUMBERS:
-            if not isinstance(other, (StrictArray,) + _OPERANDS):
-                return NotImplemented  # a Tensor, say: its reflected operator takes over
-            other = _unwrap(other, where)
+        if not isinstance(other, (StrictArray,) + _OPERANDS):
+            return NotImplemented  # a Tensor, say: its reflected operator takes over
+        other = _unwrap(other, where)
         result = ufunc(other, self._array) if reflected else ufunc(self._array, other)
-        return StrictArray(result) if type(result) is numpy.ndarray else _wrap(result)
+        return _wrap(result)
     return apply
 
 
@@ -128,7 +121,7 @@ def _in_place(ufunc):
     where = f"the operator {ufunc.__name__}="
 
     def apply(self, other):
-        ufunc(self._array, other._array if type(other) is StrictArray else _unwrap(other, where), out=self._array)
+        ufunc(self._array, _unwrap(other, where), out=self._array)
         return self
     return apply
 
@@ -212,13 +205,10 @@ class StrictArray:
 
     def __getitem__(self, index):
         result = self._array[_unwrap(index, "indexing", host_ok=True)]
-        return StrictArray(result) if type(result) is numpy.ndarray else _wrap(result)
+        return _wrap(result)
 
     def __setitem__(self, index, value):
-        kind = type(value)
-        self._array[_unwrap(index, "indexing", host_ok=True)] = (
-            value._array if kind is StrictArray else value if kind in _AS_THEY_ARE
-            else _unwrap(value, "assignment", host_ok=True))
+        self._array[_unwrap(index, "indexing", host_ok=True)] = _unwrap(value, "assignment", host_ok=True)
 
     # --- operators
     __add__, __radd__, __iadd__ = _operators(numpy.add)
@@ -266,7 +256,7 @@ def _ndarray_method(name: str):
         if kwargs:
             kwargs = {key: _unwrap(v, where) for key, v in kwargs.items()}
         result = getattr(self._array, name)(*args, **kwargs)  # the array inside may be a NumPy scalar
-        return StrictArray(result) if type(result) is numpy.ndarray else _wrap(result)
+        return _wrap(result)
     method.__name__ = method.__qualname__ = name
     return method
 
@@ -311,7 +301,7 @@ class _DeviceFunction:
         if kwargs:
             kwargs = {key: _unwrap(v, name, host_ok) for key, v in kwargs.items()}
         result = self._function(*args, **kwargs)
-        return StrictArray(result) if type(result) is numpy.ndarray else _wrap(result)
+        return _wrap(result)
 
     def __getattr__(self, attr):
         value = getattr(self._function, attr)
