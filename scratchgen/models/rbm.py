@@ -193,12 +193,8 @@ class RBM(nn.Module):
             h = ((codes[:, None] >> bits) & 1).astype(weight.dtype)
             a = h @ weight
             a += visible_bias
-            terms = (h @ hidden_bias + _softplus_(a).sum(axis=1)).astype(numpy.float64)
-            peak = terms.max()
-            per_batch.append(peak + xp.log(xp.exp(terms - peak).sum()))
-        per_batch = backend.to_numpy(xp.stack(per_batch))  # one transfer to the host, at the end
-        peak = per_batch.max()
-        return float(peak + numpy.log(numpy.exp(per_batch - peak).sum()))
+            per_batch.append(_log_sum_exp((h @ hidden_bias + _softplus_(a).sum(axis=1)).astype(numpy.float64), xp))
+        return float(_log_sum_exp(backend.to_numpy(xp.stack(per_batch))))  # one transfer to the host, at the end
 
     def log_prob(self, v, log_z: float | None = None) -> Tensor:
         """log p(v) = -F(v) - log Z in nats, one per row: (N,).
@@ -456,8 +452,7 @@ def ais_log_partition(model: RBM, data=None, *, betas=None, runs: int = 100, see
                 v = backend.bernoulli(logistic(beta * (h @ weight + visible_bias) + (1 - beta) * base_bias))
 
     log_w = backend.to_numpy(log_w)  # the one transfer to the host
-    peak = log_w.max()
-    log_mean_w = peak + numpy.log(numpy.mean(numpy.exp(log_w - peak)))  # log mean exp, without overflow
+    log_mean_w = _log_sum_exp(log_w) - numpy.log(runs)  # log mean_m w_m
     relative = numpy.exp(log_w - log_mean_w)  # w_m / mean w: mean 1, so σ̂ / Ẑ = std / √M
     spread = 3 * relative.std(ddof=1) / numpy.sqrt(runs) if runs > 1 else numpy.nan
     log_z = float(log_z_base + log_mean_w)
@@ -479,6 +474,13 @@ def _checked_schedule(betas) -> numpy.ndarray:
 
 def _as_tensor(x) -> Tensor:
     return x if isinstance(x, Tensor) else Tensor(backend.asarray(x))
+
+
+def _log_sum_exp(a, xp=numpy):
+    """log Σ exp(a) over an array of module ``xp`` (NumPy's, or the backend's), its largest value taken out
+    first so that no exp overflows: log Σ e^a_i = m + log Σ e^(a_i - m), m = max a."""
+    peak = a.max()
+    return peak + xp.log(xp.exp(a - peak).sum())
 
 
 def _softplus_(a):
