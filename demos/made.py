@@ -46,7 +46,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from scratchgen import backend, experiment, metrics, no_grad, optim, plot, tensor
-from scratchgen.checkpoint import atomic_write
 from scratchgen.data import (BINARIZATIONS, TOYS, DataLoader, bernoulli_pixels, binarize_stochastic, load_mnist,
                              scored_pixels)
 from scratchgen.models import FVSBN, MADE, GaussianMixtureMADE, IndependentBernoulli, bits_per_dim
@@ -210,8 +209,7 @@ def _nll_curves(history, path, args, dims: int) -> None:
     hidden = "-".join(str(h) for h in (args.hidden or (500,)))
     ax.set_title(f"MADE {dims}-{hidden}-{dims}, {len(history)} epochs ({args.dataset}): train and test NLL",
                  fontsize="medium")
-    with atomic_write(path) as file:
-        fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
+    plot.save_figure(fig, path)
 
 
 def toy(args, run) -> dict:
@@ -269,9 +267,7 @@ def _marginals(points, log_densities: dict, bounds, path, grid_size: int = 250) 
             ax.plot(along, np.exp(log_p).sum(axis=1) * (across[1] - across[0]), label=name)
         ax.set_xlabel(f"x{axis + 1}")
         ax.legend(loc="upper right", fontsize="small")
-    fig.suptitle("marginal densities")
-    with atomic_write(path) as file:
-        fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
+    plot.save_figure(fig, path, "marginal densities")
 
 
 def main(argv=None) -> dict:

@@ -46,7 +46,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from scratchgen import backend, experiment, metrics, plot
-from scratchgen.checkpoint import atomic_write
 from scratchgen.data import load_mnist, to_float
 from scratchgen.models import PCA, KMeans
 
@@ -147,7 +146,7 @@ def pca(args, run, train_x, train_y, test_x, kmeans_mse: float) -> dict:
     ax.set(xscale="log", xlabel="number of components k", ylabel="test MSE per pixel")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, run.path("pca_reconstruction.png"), "reconstruction error of the test digits")
+    plot.save_figure(fig, run.path("pca_reconstruction.png"), "reconstruction error of the test digits")
     return {"pca_components": counts, "pca_test_mse": errors,
             "pca_explained_variance_2": float(model.explained_variance_ratio_[:2].sum())}
 
@@ -237,14 +236,8 @@ def densities(args, run) -> dict:
     ax.plot(train, np.full_like(train, -0.01), "|", color="0.4", markersize=4)
     ax.set(xlabel="x", ylabel="density")
     ax.legend(fontsize="small")
-    _save(fig, run.path("density_1d.png"), "density estimation in one dimension")
+    plot.save_figure(fig, run.path("density_1d.png"), "density estimation in one dimension")
     return found
-
-
-def _save(fig: Figure, path: str, title: str) -> None:
-    fig.suptitle(title)
-    with atomic_write(path) as file:
-        fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
 
 
 # ---------------------------------------------------------------------------------------------- main

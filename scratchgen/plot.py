@@ -45,7 +45,7 @@ from scratchgen.train import History
 __all__ = [
     "image_grid", "reconstructions", "loss_curves", "scatter_over_density", "density_comparison",
     "latent_scatter", "manifold", "interpolation_strip", "samples_over_training", "scatter_over_training",
-    "histogram_log_density", "curve_panels", "nearest_training",
+    "histogram_log_density", "curve_panels", "nearest_training", "save_figure",
 ]
 
 _PIXELS_PER_INCH = 40  # an MNIST digit becomes about 0.7 inch: readable without huge files
@@ -103,8 +103,10 @@ def _image_figure(canvas: numpy.ndarray, panels: int = 1, rows: int = 1) -> Figu
     return Figure(figsize=(max(2.5, panels * width / _PIXELS_PER_INCH), max(1.0, rows * height / _PIXELS_PER_INCH)))
 
 
-def _save(fig: Figure, path, title: str | None = None) -> str:
-    """Write ``fig`` atomically, in the format the suffix names (PNG by default); return the path."""
+def save_figure(fig: Figure, path, title: str | None = None) -> str:
+    """Write ``fig`` atomically (a crash leaves the old file or none, never half of one), in the format the
+    suffix names (PNG by default), under ``title`` if given; return the path. Every picture of the library
+    and the demos is written by it."""
     if title:
         fig.suptitle(title)
     suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
@@ -158,7 +160,7 @@ def image_grid(images, path, nrow: int | None = None, title: str | None = None, 
     canvas = _tile(x, nrow or math.ceil(math.sqrt(len(x))))
     fig = _image_figure(canvas)
     _show(fig.add_subplot(), canvas)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def reconstructions(originals, reconstructed, path, nrow: int | None = None, title: str | None = None,
@@ -174,7 +176,7 @@ def reconstructions(originals, reconstructed, path, nrow: int | None = None, tit
     for ax, canvas, name in zip(fig.subplots(1, 2), canvases, ("original", "reconstruction")):
         _show(ax, canvas)
         ax.set_title(name)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def nearest_training(samples, train, path, count: int = 16, nrow: int = 8, title: str | None = None) -> str:
@@ -207,7 +209,7 @@ def nearest_training(samples, train, path, count: int = 16, nrow: int = 8, title
         ax.set_xticks(centres, [f"{d:.1f}" for d in distances[part]], fontsize="x-small")
         ax.set_yticks([pad + height / 2, 2 * pad + 1.5 * height], ["sample", "nearest\ntraining"], fontsize="small")
         ax.tick_params(length=0)
-    return _save(fig, path, title or f"{len(x)} samples above their nearest training images (Euclidean distance "
+    return save_figure(fig, path, title or f"{len(x)} samples above their nearest training images (Euclidean distance "
                                       f"below; median {numpy.median(distances):.1f})")
 
 
@@ -223,7 +225,7 @@ def interpolation_strip(rows, path, title: str | None = None, value_range=(0.0, 
     canvas = _tile(x, steps)
     fig = _image_figure(canvas)
     _show(fig.add_subplot(), canvas)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def samples_over_training(snapshots, path, title: str | None = "samples through training", label: str = "epoch",
@@ -241,7 +243,7 @@ def samples_over_training(snapshots, path, title: str | None = "samples through 
     axes = fig.subplots(len(canvases), 1, squeeze=False)[:, 0]
     for ax, (canvas, text) in zip(axes, canvases):
         _show(ax, canvas, text)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def manifold(decoder_fn, path, grid: int = 15, bounds=(-3.0, 3.0), title: str | None = None,
@@ -274,7 +276,7 @@ def manifold(decoder_fn, path, grid: int = 15, bounds=(-3.0, 3.0), title: str | 
     ax.set_ylabel("$z_2$", rotation=0)
     if title:  # on the axes, not the figure: a figure title floats above a square image with a band between
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------- curves and points
@@ -303,7 +305,7 @@ def loss_curves(history, path, keys=None, title: str | None = None, logy: bool =
     ax.set_yscale("log" if logy else "linear")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def curve_panels(panels, path, xlabel: str = "iteration", logy=(), title: str | None = None) -> str:
@@ -323,7 +325,7 @@ def curve_panels(panels, path, xlabel: str = "iteration", logy=(), title: str | 
         ax.set_yscale("log" if name in logy else "linear")
         ax.grid(alpha=0.3)
     fig.axes[0].legend(fontsize="small")
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def _curves(history) -> dict:
@@ -365,7 +367,7 @@ def scatter_over_density(samples, path, log_density=None, bounds=None, grid_size
     ax.set_xlim(bounds[0])
     ax.set_ylim(bounds[1])
     ax.set_aspect("equal")
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def _draw_modes(ax, modes, size: float = 60) -> None:
@@ -401,7 +403,7 @@ def density_comparison(true_log_density, learned_log_density, path, bounds, samp
         fig.axes[1].scatter(points[:, 0], points[:, 1], s=4, c="tab:red", alpha=0.6, linewidths=0)
         fig.axes[1].set_xlim(bounds[0])
         fig.axes[1].set_ylim(bounds[1])
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def scatter_over_training(snapshots, path, log_density=None, bounds=None, grid_size: int = 150, columns: int = 5,
@@ -437,7 +439,7 @@ def scatter_over_training(snapshots, path, log_density=None, bounds=None, grid_s
         ax.set_axis_off()
     for ax in axes[len(clouds) - columns:len(clouds)]:  # the lowest panel of each column
         ax.xaxis.set_tick_params(labelbottom=True)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def toy_density_frame(points, mixture=None, sampler=None, seed: int = 0):
@@ -513,4 +515,4 @@ def latent_scatter(codes, labels, path, title: str | None = None) -> str:
         ax.legend(markerscale=3, fontsize="small", loc="best")
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)

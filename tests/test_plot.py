@@ -166,7 +166,7 @@ def test_manifold_decodes_a_grid_laid_out_like_a_scatter_plot(tmp_path):
 
 def test_manifold_axes_are_in_z_with_each_image_centred_on_its_code(tmp_path, monkeypatch):
     figures = []
-    monkeypatch.setattr(plot, "_save", lambda fig, path, title=None: figures.append(fig) or str(path))
+    monkeypatch.setattr(plot, "save_figure", lambda fig, path, title=None: figures.append(fig) or str(path))
     plot.manifold(lambda z: np.zeros((len(z), 784), np.float32), tmp_path / "m.png", grid=5, bounds=(-2, 2),
                   title="a title")
     ax = figures[0].axes[0]
@@ -180,7 +180,7 @@ def test_manifold_axes_are_in_z_with_each_image_centred_on_its_code(tmp_path, mo
 
 def test_scatter_over_training_marks_the_modes(tmp_path, monkeypatch):
     figures = []
-    monkeypatch.setattr(plot, "_save", lambda fig, path, title=None: figures.append(fig) or str(path))
+    monkeypatch.setattr(plot, "save_figure", lambda fig, path, title=None: figures.append(fig) or str(path))
     mixture = ring8_mixture()
     snapshots = [(step, mixture.sample(50)) for step in (100, 200, 300)]
     plot.scatter_over_training(snapshots, tmp_path / "t.png", bounds=(-1.5, 1.5), label="iteration",
