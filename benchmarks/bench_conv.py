@@ -38,9 +38,9 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (HOST_MEMORY_NOTE, add_backend_flag, apply_backend, configure_threads,  # noqa: E402
-                    host_memory_measured, host_reads_line, interleaved_times, machine, synchronize,
-                    try_import_torch)
+from common import (HOST_MEMORY_NOTE, add_backend_flag, add_times_flag, apply_backend,  # noqa: E402
+                    configure_threads, host_memory_measured, host_reads_line, interleaved_times, machine,
+                    save_times, synchronize, try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -53,6 +53,7 @@ parser.add_argument("--layers", action="store_true",
                     help="instead: each layer of these models, forward and backward, on the im2col and the "
                          "shifted path (what conv2d's method='auto' chooses from)")
 add_backend_flag(parser)
+add_times_flag(parser)
 args = parser.parse_args()
 configure_threads(args.threads)
 backend_line = apply_backend(args.backend, args.malloc)
@@ -300,6 +301,7 @@ if torch is not None:
     libraries[f"PyTorch {torch.__version__}"] = torch_steps(torch)
 named = {(library, name): steps[name] for library, steps in libraries.items() for name in chosen}
 timings = interleaved_times(named, warmup=2, repeats=args.repeats)
+save_times(args.times_json, timings)
 measure_scratchgen_memory = host_memory_measured(args.backend)
 
 

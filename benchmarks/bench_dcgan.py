@@ -31,8 +31,9 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (HOST_MEMORY_NOTE, add_backend_flag, apply_backend, configure_threads,  # noqa: E402
-                    host_memory_measured, host_reads_line, interleaved_times, machine, try_import_torch)
+from common import (HOST_MEMORY_NOTE, add_backend_flag, add_times_flag, apply_backend,  # noqa: E402
+                    configure_threads, host_memory_measured, host_reads_line, interleaved_times, machine,
+                    save_times, try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -40,6 +41,7 @@ parser.add_argument("--repeats", type=int, default=30)
 parser.add_argument("--only", choices=("scratchgen", "pytorch"),
                     help="time one library alone (interleaving two in one process slows both unevenly)")
 add_backend_flag(parser)
+add_times_flag(parser)
 args = parser.parse_args()
 configure_threads(args.threads)
 backend_line = apply_backend(args.backend, args.malloc)
@@ -146,6 +148,7 @@ if torch is not None:
 STEPS = ("D", "G", "GP")
 named_steps = {(library, which): step for library, all_steps in results.items() for which, step in zip(STEPS, all_steps)}
 timings = interleaved_times(named_steps, warmup=5, repeats=args.repeats)
+save_times(args.times_json, timings)
 print(f"DCGAN training step, batch {BATCH}, 28×28, float32, {args.threads} threads, {machine()}, "
       f"backend {sg.get_backend()}, {time.strftime('%Y-%m-%d')}")
 print(f"  {backend_line}")

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_backend_flag, apply_backend, configure_threads, interleaved_times, machine,  # noqa: E402
-                    host_reads_line, synchronize, try_import_torch)
+from common import (add_backend_flag, add_times_flag, apply_backend, configure_threads,  # noqa: E402
+                    host_reads_line, interleaved_times, machine, save_times, synchronize, try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -24,6 +24,7 @@ parser.add_argument("--repeats", type=int, default=50)
 parser.add_argument("--only", choices=("numpy", "scratchgen", "pytorch"),
                     help="time one contender alone (interleaving them in one process slows each unevenly)")
 add_backend_flag(parser)
+add_times_flag(parser)
 args = parser.parse_args()
 configure_threads(args.threads)
 backend_line = apply_backend(args.backend, args.malloc)
@@ -143,6 +144,7 @@ torch = try_import_torch(args.threads) if args.only in (None, "pytorch") else No
 if torch is not None:
     steps[f"PyTorch {torch.__version__} CPU"] = torch_step(torch)
 times = interleaved_times(steps, warmup=5, repeats=args.repeats)
+save_times(args.times_json, {(name, "MLP"): value for name, value in times.items()})
 rows = [(name, *times[name]) for name in steps]
 print(f"MLP 784-500-784 training step, batch {BATCH}, float32, {args.threads} threads, {machine()}, "
       f"backend {sg.get_backend()}")

@@ -15,6 +15,7 @@ mean nothing).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -41,6 +42,23 @@ def add_backend_flag(parser) -> None:
                         help="keep: glibc's malloc keeps freed memory for the next arrays, for every library in "
                              "the process (scratchgen.backend.keep_freed_memory, as the demos run); default: "
                              "leave malloc as it is, giving big blocks back to the kernel when freed")
+
+
+def add_times_flag(parser) -> None:
+    """``--times-json PATH``: also write the measured step times there, for :mod:`pairs` to read."""
+    parser.add_argument("--times-json", metavar="PATH",
+                        help="also write each library's median and minimum step time (ms) to PATH as JSON "
+                             "(what benchmarks/pairs.py reads)")
+
+
+def save_times(path: str | None, times: dict) -> None:
+    """Write ``times``, {(library, step): (median ms, min ms)}, to ``path`` as a JSON list (nothing if
+    ``path`` is None). The library is "scratchgen", "PyTorch ..." or the hand-written NumPy step's name."""
+    if path is None:
+        return
+    rows = [{"library": library, "step": step, "median_ms": median, "min_ms": fastest}
+            for (library, step), (median, fastest) in times.items()]
+    Path(path).write_text(json.dumps(rows, indent=1))
 
 
 def apply_backend(name: str, malloc: str = "keep") -> str:
@@ -94,7 +112,7 @@ def interleaved_times(named_steps: dict, warmup: int, repeats: int, synchronize=
     A caution on a machine with few cores: OpenBLAS keeps its threads spinning for about 0.1 s after each
     matrix product, so a PyTorch step that follows scratchgen's shares the cores with them, and its
     median can be several times its time alone (docs/benchmarks.md measures it). Compare medians from
-    ``--only`` runs, or set ``OPENBLAS_THREAD_TIMEOUT=4`` (the threads sleep at once), before reading a
+    ``--only`` runs made one right after the other (``benchmarks/pairs.py`` does it), or set ``OPENBLAS_THREAD_TIMEOUT=4`` (the threads sleep at once), before reading a
     ratio from the interleaved ones.
     """
     for _ in range(warmup):

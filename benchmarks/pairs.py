@@ -1,0 +1,94 @@
+"""Each library alone, in pairs of runs one right after the other, and the ratio within each pair.
+
+On a small or shared machine neither of the other two ways to compare is sound. Interleaving the libraries
+in one process (what each script does by default) lets OpenBLAS's idle threads, still spinning after
+scratchgen's matrix products, take cores from PyTorch's step; and two ``--only`` runs minutes apart see a
+machine whose speed has drifted in between (docs/benchmarks.md shows both). This script runs a benchmark
+script with ``--only scratchgen`` and then ``--only pytorch`` (or the other way round: the order
+alternates from pair to pair), each in a process of its own, reads their times from ``--times-json``, and
+gives for every step each library's median step time per run and the ratio scratchgen / PyTorch within
+each pair: their range and their median.
+
+    python benchmarks/pairs.py bench_dcgan.py --pairs 6
+    python benchmarks/pairs.py bench_conv.py --pairs 4 -- --threads 2 --steps pixelcnn
+
+Arguments after ``--`` go to the benchmark script. PyTorch must be installed (scratchgen never needs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ("bench_mlp.py", "bench_dcgan.py", "bench_conv.py")
+
+
+def run_alone(script: str, library: str, extra: list[str]) -> dict:
+    """{step: median ms} of one ``--only library`` run of ``script``; exits with its output if it fails."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "times.json"
+        command = [sys.executable, str(HERE / script), "--only", library, "--times-json", str(path), *extra]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not path.exists():
+            sys.exit(f"{' '.join(command)} failed (exit status {done.returncode}):\n{done.stdout}{done.stderr}")
+        rows = json.loads(path.read_text())
+    return {row["step"]: row["median_ms"] for row in rows}
+
+
+def pair_ratios(scratchgen: list[dict], pytorch: list[dict]) -> dict:
+    """{step: [scratchgen / PyTorch of each pair]} from the two libraries' runs, pair by pair."""
+    steps = [step for step in scratchgen[0] if step in pytorch[0]]
+    return {step: [ours[step] / theirs[step] for ours, theirs in zip(scratchgen, pytorch)] for step in steps}
+
+
+def spread(values: list[float]) -> str:
+    """'low–high (median)' of ``values``."""
+    return f"{min(values):.2f}–{max(values):.2f} ({statistics.median(values):.2f})"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     usage="%(prog)s SCRIPT [--pairs N] [-- SCRIPT'S ARGUMENTS]")
+    parser.add_argument("script", choices=SCRIPTS, help="the benchmark to run")
+    parser.add_argument("--pairs", type=int, default=6, help="pairs of runs (default 6)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Everything after "--" is the benchmark script's.
+    own, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    args = parser.parse_args(own)
+    if args.pairs < 1:
+        parser.error(f"--pairs must be at least 1, got {args.pairs}")
+
+    if importlib.util.find_spec("torch") is None:
+        sys.exit("pairs.py compares scratchgen with PyTorch, which this Python does not have (pip install torch, "
+                 "in a venv of its own: scratchgen never depends on it)")
+
+    runs = {"scratchgen": [], "pytorch": []}
+    started = time.strftime("%Y-%m-%d %H:%M")
+    for i in range(args.pairs):
+        order = ("scratchgen", "pytorch") if i % 2 == 0 else ("pytorch", "scratchgen")
+        for library in order:
+            runs[library].append(run_alone(args.script, library, extra))
+        print(f"  pair {i + 1}/{args.pairs} done ({order[0]} first)", file=sys.stderr)
+
+    ratios = pair_ratios(runs["scratchgen"], runs["pytorch"])
+    print(f"{' '.join([args.script, *extra])}: each library alone, {args.pairs} pairs of runs, alternating "
+          f"which runs first, from {started}")
+    print(f"  {'step':<14} {'scratchgen ms':>22} {'PyTorch ms':>22} {'scratchgen / PyTorch':>22}   each pair")
+    for step, values in ratios.items():
+        ours = spread([run[step] for run in runs["scratchgen"]])
+        theirs = spread([run[step] for run in runs["pytorch"]])
+        print(f"  {step:<14} {ours:>22} {theirs:>22} {spread(values):>22}   "
+              + " ".join(f"{value:.2f}" for value in values))
+    print("  (ranges over the runs, medians in parentheses)")
+
+
+if __name__ == "__main__":
+    main()
