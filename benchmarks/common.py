@@ -112,8 +112,9 @@ def interleaved_times(named_steps: dict, warmup: int, repeats: int, synchronize=
     A caution on a machine with few cores: OpenBLAS keeps its threads spinning for about 0.1 s after each
     matrix product, so a PyTorch step that follows scratchgen's shares the cores with them, and its
     median can be several times its time alone (docs/benchmarks.md measures it). Compare medians from
-    ``--only`` runs made one right after the other (``benchmarks/pairs.py`` does it), or set ``OPENBLAS_THREAD_TIMEOUT=4`` (the threads sleep at once), before reading a
-    ratio from the interleaved ones.
+    ``--only`` runs made one right after the other (``benchmarks/pairs.py`` does it), or set
+    ``OPENBLAS_THREAD_TIMEOUT=4`` (the threads sleep at once), before reading a ratio from the
+    interleaved ones.
     """
     for _ in range(warmup):
         for step in named_steps.values():
