@@ -104,6 +104,21 @@ def test_initialisers_have_their_stated_spread(name, std):
     assert abs(w.numpy().mean()) < 0.01 * std * 10
 
 
+def test_a_parameter_made_from_a_host_array_lives_on_the_active_backend():
+    """nn.Parameter(numpy array) on a device backend moves the array, as sg.tensor does, instead of keeping a
+    host array that the first op would refuse (the strict backend stands in for CuPy)."""
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with sg.use_backend("strict"):
+        w = nn.Parameter(host)
+        assert sg.backend.is_array(w.data) and not isinstance(w.data, np.ndarray)
+        assert sg.backend.device_of(w.data) == "device (strict)"
+        ((w * 2.0).sum()).backward()  # an op takes it: no "input 0 is on host" error
+        np.testing.assert_array_equal(w.numpy(), host)
+        np.testing.assert_array_equal(sg.backend.to_numpy(w.grad), np.full((2, 3), 2.0, np.float32))
+    with sg.use_backend("numpy"):
+        assert nn.Parameter(host).data is host  # already on the active backend: no copy
+
+
 def test_activation_modules_match_their_functions(rng):
     x = sg.tensor(rng.normal(size=(4, 5)).astype(np.float32))
     F = nn.functional

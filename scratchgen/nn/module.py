@@ -29,13 +29,20 @@ __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "array_to_load"]
 
 
 class Parameter(Tensor):
-    """A tensor that a module trains: a leaf with ``requires_grad=True``, found by ``parameters()``."""
+    """A tensor that a module trains: a leaf with ``requires_grad=True``, found by ``parameters()``.
+
+    ``data`` is a Tensor or an array; an array of another backend (a NumPy array while CuPy is active, say)
+    is moved onto the active one, as :func:`scratchgen.tensor` does, so that a model written with NumPy
+    arrays for its initial weights runs on either backend.
+    """
 
     __slots__ = ()
 
     def __init__(self, data, requires_grad: bool = True):
         if isinstance(data, Tensor):
             data = data.data
+        elif not backend.is_array(data):
+            data = backend.asarray(data)
         super().__init__(data, requires_grad=requires_grad)
 
 
