@@ -390,10 +390,11 @@ def logistic_mixture_inverse(u: Tensor, log_weights: Tensor, means: Tensor, log_
         ends = means.data + xp.exp(log_scales.data) * target[:, None]  # (N, K, ...): μ_k + s_k u
         low, high = ends.min(axis=1), ends.max(axis=1)
         tolerance = 4 * float(numpy.finfo(target.dtype).eps) * (1 + xp.abs(low) + xp.abs(high))
-        widest = float(((high - low) / tolerance).max())  # in tolerances
-        # (+1: a halving of a rounded middle can leave a bracket a rounding error wider than half)
-        halvings = min(max_halvings, math.ceil(math.log2(min(widest, 2.0**max_halvings))) + 1) if widest > 1 else 0
-        for _ in range(halvings):
+        widest = float(((high - low) / tolerance).max())  # the widest bracket, in its own tolerances
+        # It is within its tolerance after ⌈log₂ widest⌉ halvings; one more, as a rounded middle can leave a
+        # bracket a rounding error wider than half. (An overflowed, infinite width takes max_halvings.)
+        needed = math.ceil(math.log2(min(widest, 2.0**max_halvings))) + 1 if widest > 1 else 0
+        for _ in range(min(needed, max_halvings)):
             middle = (low + high) / 2
             above = logistic_mixture_logit_cdf(Tensor(middle), log_weights, means, log_scales)[0].data > target
             low, high = xp.where(above, low, middle), xp.where(above, middle, high)
