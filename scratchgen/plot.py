@@ -209,8 +209,9 @@ def nearest_training(samples, train, path, count: int = 16, nrow: int = 8, title
         ax.set_xticks(centres, [f"{d:.1f}" for d in distances[part]], fontsize="x-small")
         ax.set_yticks([pad + height / 2, 2 * pad + 1.5 * height], ["sample", "nearest\ntraining"], fontsize="small")
         ax.tick_params(length=0)
-    return save_figure(fig, path, title or f"{len(x)} samples above their nearest training images (Euclidean distance "
-                                      f"below; median {numpy.median(distances):.1f})")
+    title = title or (f"{len(x)} samples above their nearest training images (Euclidean distance below; "
+                      f"median {numpy.median(distances):.1f})")
+    return save_figure(fig, path, title)
 
 
 def interpolation_strip(rows, path, title: str | None = None, value_range=(0.0, 1.0)) -> str:
