@@ -18,7 +18,6 @@ Arguments after ``--`` go to the benchmark script. PyTorch must be installed (sc
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import require_torch  # noqa: E402
 SCRIPTS = ("bench_mlp.py", "bench_dcgan.py", "bench_conv.py")
 
 
@@ -66,9 +67,7 @@ def main(argv=None) -> None:
     if args.pairs < 1:
         parser.error(f"--pairs must be at least 1, got {args.pairs}")
 
-    if importlib.util.find_spec("torch") is None:
-        sys.exit("pairs.py compares scratchgen with PyTorch, which this Python does not have (pip install torch, "
-                 "in a venv of its own: scratchgen never depends on it)")
+    require_torch(threads=1)  # exits, saying how to install it, where PyTorch is missing
 
     runs = {"scratchgen": [], "pytorch": []}
     started = time.strftime("%Y-%m-%d %H:%M")
