@@ -18,24 +18,24 @@ Adam on D.
 Each is timed for scratchgen and, when it is installed, for PyTorch on the CPU with the same model,
 dtype and thread count. The D step is also timed written out by hand in NumPy, every derivative by hand
 and no autograd (the floor: as fast as this step runs on NumPy's operations), as ``bench_mlp.py`` does for
-the MLP; its gradients are checked against scratchgen's before the timing. The table gives the median step time and the peak memory that scratchgen's
-arrays take during a step (tracemalloc sees NumPy's allocations, not PyTorch's, and not a GPU's: with
-``--backend cupy`` scratchgen runs on the GPU, PyTorch stays on the CPU, and memory is not measured).
+the MLP; its gradients are checked against scratchgen's before the timing. The table gives the median step
+time and the peak memory that scratchgen's arrays take during a step (tracemalloc sees NumPy's
+allocations, not PyTorch's, and not a GPU's: with ``--backend cupy`` scratchgen runs on the GPU, PyTorch
+stays on the CPU, and memory is not measured).
 
     python benchmarks/bench_dcgan.py --threads 2
     python benchmarks/bench_dcgan.py --backend cupy
 """
 
 import argparse
-import math
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (HOST_MEMORY_NOTE, add_backend_flag, add_times_flag, apply_backend,  # noqa: E402
-                    configure_threads, host_memory_measured, host_reads_line, interleaved_times, machine,
+from common import (HOST_MEMORY_NOTE, adam_by_hand, add_backend_flag, add_times_flag,  # noqa: E402
+                    apply_backend, configure_threads, host_memory_measured, host_reads_line, interleaved_times, machine,
                     save_times, try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -188,21 +188,7 @@ def numpy_d_step(discriminator):
     def step():
         _, grads = forward_backward()
         count[0] += 1
-        t = count[0]
-        for p, g, m, v in zip(params, grads, exp_avg, exp_avg_sq):  # Adam, β = (0.5, 0.999), lr 2e-4
-            scratch = g * 0.5
-            m *= 0.5
-            m += scratch
-            np.multiply(g, g, out=scratch)
-            scratch *= 0.001
-            v *= 0.999
-            v += scratch
-            np.sqrt(v, out=scratch)
-            scratch *= 1 / math.sqrt(1 - 0.999**t)
-            scratch += 1e-8
-            np.divide(m, scratch, out=scratch)
-            scratch *= 2e-4 / (1 - 0.5**t)
-            p -= scratch
+        adam_by_hand(params, grads, exp_avg, exp_avg_sq, count[0], lr=2e-4, betas=(0.5, 0.999))
 
     def gradients():
         loss, (g1, gb1, g2, gb2, g3, gb3) = forward_backward()
@@ -263,7 +249,8 @@ if torch is not None:
     )
 
 STEPS = ("D", "G", "GP")
-named_steps = {(library, which): step for library, all_steps in results.items() for which, step in zip(STEPS, all_steps)}
+named_steps = {(library, which): step
+               for library, all_steps in results.items() for which, step in zip(STEPS, all_steps)}
 timings = interleaved_times(named_steps, warmup=5, repeats=args.repeats)
 save_times(args.times_json, timings)
 print(f"DCGAN training step, batch {BATCH}, 28×28, float32, {args.threads} threads, {machine()}, "

@@ -77,8 +77,7 @@ def worker() -> None:
     comm = distributed.init()
     batch = 64 // comm.size
     host = np.random.default_rng(comm.rank).random((batch, 1, 28, 28), dtype=np.float32)
-    images = sg.tensor(host)  # made in NumPy, then copied to the active backend once
-    binary = sg.tensor((host < 0.3).astype(np.float32))
+    binary = sg.tensor((host < 0.3).astype(np.float32))  # made in NumPy, then copied to the active backend once
     results = {}
 
     def measure(name, step, optimizers, parameters):

@@ -10,13 +10,13 @@ runs on the GPU; the hand-written NumPy step and PyTorch stay on the CPU.
 """
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_backend_flag, add_times_flag, apply_backend, configure_threads,  # noqa: E402
-                    host_reads_line, interleaved_times, machine, save_times, synchronize, try_import_torch)
+from common import (adam_by_hand, add_backend_flag, add_times_flag, apply_backend,  # noqa: E402
+                    configure_threads, host_reads_line, interleaved_times, machine, save_times, synchronize,
+                    try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -77,20 +77,7 @@ def numpy_step():
         dh = da * (h > 0)
         grads[0], grads[1] = dh.T @ x_host, dh.sum(0)
         t[0] += 1
-        for p, g, mi, vi in zip(params, grads, m, v):
-            scratch = g * 0.1
-            mi *= 0.9
-            mi += scratch
-            np.multiply(g, g, out=scratch)
-            scratch *= 0.001
-            vi *= 0.999
-            vi += scratch
-            np.sqrt(vi, out=scratch)
-            scratch *= 1 / math.sqrt(1 - 0.999 ** t[0])  # a Python float: np.sqrt would give float64
-            scratch += 1e-8
-            np.divide(mi, scratch, out=scratch)
-            scratch *= 1e-3 / (1 - 0.9 ** t[0])
-            p -= scratch
+        adam_by_hand(params, grads, m, v, t[0], lr=1e-3)
         return loss
 
     return step

@@ -16,6 +16,7 @@ mean nothing).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -128,6 +129,30 @@ def interleaved_times(named_steps: dict, warmup: int, repeats: int, synchronize=
             synchronize()
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+
+
+def adam_by_hand(params, grads, exp_avg, exp_avg_sq, step: int, lr: float, betas=(0.9, 0.999), eps=1e-8):
+    """One Adam step on plain NumPy arrays, in place, for the hand-written floors of ``bench_mlp.py`` and
+    ``bench_dcgan.py``: the same arithmetic as ``scratchgen.optim.Adam`` (one scratch array per parameter,
+    the bias corrections folded into two scalars), so that the floors and scratchgen differ only in what
+    the autograd and the layers add. ``step`` counts from 1."""
+    import numpy as np  # here, not at the top: configure_threads must run before NumPy is imported
+
+    beta1, beta2 = betas
+    for p, g, m, v in zip(params, grads, exp_avg, exp_avg_sq):
+        scratch = g * (1 - beta1)
+        m *= beta1
+        m += scratch  # m ← β1·m + (1-β1)·g
+        np.multiply(g, g, out=scratch)
+        scratch *= 1 - beta2
+        v *= beta2
+        v += scratch  # v ← β2·v + (1-β2)·g²
+        np.sqrt(v, out=scratch)
+        scratch *= 1 / math.sqrt(1 - beta2**step)  # a Python float: np.sqrt would give float64
+        scratch += eps
+        np.divide(m, scratch, out=scratch)
+        scratch *= lr / (1 - beta1**step)
+        p -= scratch
 
 
 def host_reads_line(named_steps: dict) -> str:
