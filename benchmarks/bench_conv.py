@@ -18,7 +18,8 @@ convolutions and linear layers (forward 2·N·O·OH·OW·C·kh·kw for a convolu
 input and weight gradients, twice that, except for the input gradient of the first layer), the time
 those FLOPs take at this machine's measured float32 matrix-product speed (the "FLOP limit"), and the peak
 memory one step adds to the process: by tracemalloc (NumPy's arrays, scratchgen only) and by the
-resident-set high-water mark (both libraries, the same measure: Linux only).
+resident-set high-water mark (both libraries, the same measure: Linux only). Last, scratchgen's PixelCNN
+step on one 4×4 image: what its autograd, layers and NumPy calls cost per step, apart from the arithmetic.
 
 With ``--backend cupy`` scratchgen's steps run on the GPU (PyTorch's stay on the CPU), the FLOP limit of
 scratchgen's rows is the GPU's measured matrix-product speed, and scratchgen's memory is not measured
@@ -126,6 +127,23 @@ def scratchgen_steps():
             vae.iwae_bound(x_eval, K, eps=noise).sum().item()
 
     return {"pixelcnn": pixelcnn_step, "conv_ae": conv_ae_step, "conv_vae_eval": conv_vae_eval}
+
+
+def pixelcnn_fixed_cost_ms(repeats: int = 200) -> float:
+    """Median ms of scratchgen's PixelCNN step on one 4×4 image, where the arithmetic costs next to nothing:
+    what the autograd, the layers and NumPy's calls cost per step whatever the size of the arrays. The rest
+    of a step's time is NumPy's own work on the arrays."""
+    sg.manual_seed(0)
+    pixelcnn = PixelCNN()
+    opt = sg.optim.Adam(pixelcnn.parameters(), lr=1e-3)
+    x = sg.tensor(binary[:1, :, :4, :4])
+
+    def step():
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(pixelcnn(x), x).backward()
+        opt.step()
+
+    return interleaved_times({"tiny": step}, warmup=5, repeats=repeats)["tiny"][0]
 
 
 # ---------------------------------------------------------------------------------------- PyTorch
@@ -342,5 +360,9 @@ for name in chosen:
         theirs = list(libraries)[1]
         ratio = [timings["scratchgen", name][i] / timings[theirs, name][i] for i in (0, 1)]
         print(f"  {name:<14} scratchgen / PyTorch: median {ratio[0]:.2f}x (min {ratio[1]:.2f}x)")
+if "scratchgen" in libraries and "pixelcnn" in chosen:
+    fixed = pixelcnn_fixed_cost_ms()
+    print(f"  pixelcnn: scratchgen's step on one 4×4 image (arithmetic next to nothing: the autograd, the layers "
+          f"and NumPy's calls) {fixed:.2f} ms, {fixed / timings['scratchgen', 'pixelcnn'][0]:.1%} of its median above")
 if args.backend == "strict" and "scratchgen" in libraries:
     print(f"  {host_reads_line({name: libraries['scratchgen'][name] for name in chosen})}")
