@@ -64,7 +64,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      usage="%(prog)s SCRIPT [--pairs N] [-- SCRIPT'S ARGUMENTS]")
     parser.add_argument("script", choices=SCRIPTS, help="the benchmark to run")
-    parser.add_argument("--pairs", type=int, default=6, help="pairs of runs (default 6)")
+    parser.add_argument("--pairs", type=int, default=6,
+                        help="rounds of runs, one run of each contender per round (default 6)")
     parser.add_argument("--floor", action="store_true",
                         help="also run the hand-written NumPy step in each round (bench_mlp.py, bench_dcgan.py)")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -74,7 +75,8 @@ def main(argv=None) -> None:
     if args.pairs < 1:
         parser.error(f"--pairs must be at least 1, got {args.pairs}")
     if args.floor and args.script not in WITH_FLOOR:
-        parser.error(f"--floor: {args.script} has no hand-written NumPy step (those that do: {', '.join(WITH_FLOOR)})")
+        parser.error(f"--floor: {args.script} has no hand-written NumPy step "
+                     f"(those that do: {', '.join(WITH_FLOOR)})")
 
     require_torch(threads=1)  # exits, saying how to install it, where PyTorch is missing
 
