@@ -103,19 +103,29 @@ FLOPS = {
 # ---------------------------------------------------------------------------------------- scratchgen
 
 
-def scratchgen_steps():
-    sg.manual_seed(0)
-    pixelcnn, autoencoder, vae = PixelCNN(), ConvAutoencoder(), ConvVAE()
-    opt_p = sg.optim.Adam(pixelcnn.parameters(), lr=1e-3)
-    opt_a = sg.optim.Adam(autoencoder.parameters(), lr=1e-3)
-    x_binary, x_grey = sg.tensor(binary), sg.tensor(grey)
-    x_eval, noise = sg.tensor(eval_images), sg.tensor(eval_noise)
-    vae.eval()
+def pixelcnn_training_step(images):
+    """A PixelCNN of the demo's size and its Adam, and the step that trains it on ``images`` (a NumPy
+    array of binary images, copied to the active backend once, here)."""
+    pixelcnn = PixelCNN()
+    opt = sg.optim.Adam(pixelcnn.parameters(), lr=1e-3)
+    x = sg.tensor(images)
 
     def pixelcnn_step():
-        opt_p.zero_grad()
-        F.binary_cross_entropy_with_logits(pixelcnn(x_binary), x_binary).backward()
-        opt_p.step()
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(pixelcnn(x), x).backward()
+        opt.step()
+
+    return pixelcnn_step
+
+
+def scratchgen_steps():
+    sg.manual_seed(0)
+    pixelcnn_step = pixelcnn_training_step(binary)
+    autoencoder, vae = ConvAutoencoder(), ConvVAE()
+    opt_a = sg.optim.Adam(autoencoder.parameters(), lr=1e-3)
+    x_grey = sg.tensor(grey)
+    x_eval, noise = sg.tensor(eval_images), sg.tensor(eval_noise)
+    vae.eval()
 
     def conv_ae_step():
         opt_a.zero_grad()
@@ -134,15 +144,7 @@ def pixelcnn_fixed_cost_ms(repeats: int = 200) -> float:
     what the autograd, the layers and NumPy's calls cost per step whatever the size of the arrays. The rest
     of a step's time is NumPy's own work on the arrays."""
     sg.manual_seed(0)
-    pixelcnn = PixelCNN()
-    opt = sg.optim.Adam(pixelcnn.parameters(), lr=1e-3)
-    x = sg.tensor(binary[:1, :, :4, :4])
-
-    def step():
-        opt.zero_grad()
-        F.binary_cross_entropy_with_logits(pixelcnn(x), x).backward()
-        opt.step()
-
+    step = pixelcnn_training_step(binary[:1, :, :4, :4])
     return interleaved_times({"tiny": step}, warmup=5, repeats=repeats)["tiny"][0]
 
 

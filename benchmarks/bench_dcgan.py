@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (HOST_MEMORY_NOTE, adam_by_hand, add_backend_flag, add_times_flag,  # noqa: E402
-                    apply_backend, configure_threads, host_memory_measured, host_reads_line, interleaved_times, machine,
-                    save_times, try_import_torch)
+                    apply_backend, configure_threads, floor_label, host_memory_measured, host_reads_line,
+                    interleaved_times, machine, save_times, try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -122,7 +122,7 @@ def steps(nn_module, unflatten, tensor, bce, adam, grad, leaf):
     return d_step, g_step, gp_step
 
 
-FLOOR = "hand-written NumPy (floor)"
+FLOOR = floor_label(args.backend)
 
 
 def numpy_d_step(discriminator):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (adam_by_hand, add_backend_flag, add_times_flag, apply_backend,  # noqa: E402
-                    configure_threads, host_reads_line, interleaved_times, machine, save_times, synchronize,
-                    try_import_torch)
+                    configure_threads, floor_label, host_reads_line, interleaved_times, machine, save_times,
+                    synchronize, try_import_torch)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
@@ -121,7 +121,7 @@ def op_overhead_us(repeats: int = 20000) -> tuple[float, float]:
     return forward, both
 
 
-FLOOR = "hand-written NumPy (floor)" if args.backend != "cupy" else "hand-written NumPy, CPU"
+FLOOR = floor_label(args.backend)
 steps = {}
 if args.only in (None, "numpy"):
     steps[FLOOR] = numpy_step()

@@ -131,6 +131,12 @@ def interleaved_times(named_steps: dict, warmup: int, repeats: int, synchronize=
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
+def floor_label(backend_name: str) -> str:
+    """The name under which a script times its step written by hand in NumPy: the floor, which always
+    runs on the CPU, as the label says where scratchgen runs elsewhere."""
+    return "hand-written NumPy (floor)" if backend_name != "cupy" else "hand-written NumPy, CPU"
+
+
 def adam_by_hand(params, grads, exp_avg, exp_avg_sq, step: int, lr: float, betas=(0.9, 0.999), eps=1e-8):
     """One Adam step on plain NumPy arrays, in place, for the hand-written floors of ``bench_mlp.py`` and
     ``bench_dcgan.py``: the same arithmetic as ``scratchgen.optim.Adam`` (one scratch array per parameter,
